@@ -1,0 +1,5 @@
+"""The ``axon`` command."""
+
+from axon.cli.main import app, main
+
+__all__ = ["app", "main"]

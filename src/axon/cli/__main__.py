@@ -1,0 +1,3 @@
+from axon.cli.main import main
+
+main()

@@ -1,0 +1,269 @@
+"""Typed, validated settings: the only module that reads configuration files.
+
+``load_config(path)`` reads an ``axon.toml``; the same objects can be built in Python
+(``AgentSpec(id=..., agent=...)``). Every key has a default; an unknown key, a bad value or an
+agent import path that does not resolve raises :class:`~axon.errors.ConfigError` naming the key
+and the reason, before anything starts.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import tomllib
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from axon.conversation_locks import ConversationPolicy
+from axon.errors import ConfigError
+from axon.supervisor.policy import RestartType, Strategy
+
+__all__ = [
+    "AgentSpec",
+    "AxonConfig",
+    "RuntimeSpec",
+    "SupervisorSpec",
+    "load_config",
+    "parse_config",
+    "resolve_import_path",
+]
+
+_AGENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+PositiveSeconds = Annotated[float, Field(gt=0)]
+_STORE_SCHEMES = frozenset({"memory", "sqlite", "postgresql", "postgres"})
+_VALIDATING: ContextVar[bool] = ContextVar("axon_config_validating", default=False)
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    def __init__(self, **data: Any) -> None:
+        # Built in Python (``AgentSpec(...)``), a bad value is a ConfigError like in a file.
+        # Nested specs re-raise pydantic's error so the outermost one can name the full path.
+        outer = not _VALIDATING.get()
+        token = _VALIDATING.set(True)
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            if outer:
+                raise _config_error(exc) from None
+            raise
+        finally:
+            _VALIDATING.reset(token)
+
+
+class SupervisorSpec(_Spec):
+    """OTP supervision settings, applied to each agent's pool of workers."""
+
+    strategy: Strategy = Strategy.ONE_FOR_ONE
+    max_restarts: int = Field(default=5, ge=0)
+    max_seconds: PositiveSeconds = 10.0
+    backoff_initial: float = Field(default=0.05, ge=0)
+    backoff_max: PositiveSeconds = 30.0
+    failed_cooldown: PositiveSeconds = 30.0
+    """Seconds a FAILED agent waits before it is tried again."""
+    startup_timeout: PositiveSeconds = 60.0
+    """Seconds a worker may take from spawn to ``ready``; longer counts as a start-up failure."""
+    shutdown_timeout: PositiveSeconds = 5.0
+    """Seconds a worker gets to exit after ``shutdown`` (then SIGTERM, then SIGKILL)."""
+    heartbeat_interval: PositiveSeconds = 1.0
+    heartbeat_timeout: PositiveSeconds = 5.0
+    """A worker whose event loop has not answered a ping for this long is killed as hung."""
+    cancel_grace: PositiveSeconds = 2.0
+    """Seconds a worker gets to honour a cancel before it is killed."""
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> SupervisorSpec:
+        if self.backoff_initial > self.backoff_max:
+            raise ValueError("backoff_initial must not exceed backoff_max")
+        if self.heartbeat_timeout <= self.heartbeat_interval:
+            raise ValueError("heartbeat_timeout must exceed heartbeat_interval")
+        return self
+
+
+class AgentSpec(_Spec):
+    """One agent: what to import and how to run it."""
+
+    id: str
+    agent: str
+    """Import path ``module:attr`` of a ``pydantic_ai.Agent`` or a zero-argument factory."""
+    model: str | None = None
+    """Optional model override: any pydantic-ai model name (``test`` for the offline TestModel)."""
+    deps: str | None = None
+    """Optional import path of a zero-argument factory of the agent's deps, called in the worker."""
+    workers: int = Field(default=1, ge=1, le=256)
+    max_concurrency: int = Field(default=32, ge=1, le=10_000)
+    timeout: PositiveSeconds = 60.0
+    max_timeout: PositiveSeconds = 3600.0
+    """Upper bound of a per-request ``timeout``."""
+    restart: RestartType = RestartType.PERMANENT
+    conversation_policy: ConversationPolicy = ConversationPolicy.ENQUEUE
+    """What a message to a conversation with a run in progress does: ``enqueue`` (wait its
+    turn), ``reject`` (``ConversationBusy``) or ``interrupt`` (cancel the running one)."""
+    queue_size: int = Field(default=1024, ge=0)
+    """Requests that may wait for a free worker slot; beyond it requests get ``Overloaded``."""
+    max_prompt_chars: int = Field(default=100_000, ge=1)
+    env: dict[str, str] = Field(default_factory=dict)
+    """Extra environment variables for this agent's workers."""
+    supervisor: SupervisorSpec | None = None
+    """Per-agent override of the ``[supervisor]`` table."""
+
+    @field_validator("id")
+    @classmethod
+    def _check_id(cls, value: str) -> str:
+        if not _AGENT_ID.fullmatch(value):
+            raise ValueError("must be 1-64 characters of letters, digits, '_', '-', '.'")
+        return value
+
+    @field_validator("agent", "deps")
+    @classmethod
+    def _check_import_path(cls, value: str | None) -> str | None:
+        if value is not None and not _IMPORT_PATH.fullmatch(value):
+            raise ValueError(f"{value!r} is not an import path of the form 'package.module:attr'")
+        return value
+
+
+class RuntimeSpec(_Spec):
+    store: str = "memory://"
+    """Where conversations are kept: ``memory://``, ``sqlite:///PATH`` or ``postgresql://...``."""
+    listen: str = "127.0.0.1:8000"
+    """``host:port`` of the HTTP edge (``[::1]:8000`` for IPv6)."""
+    log_format: Literal["text", "json"] = "text"
+
+    @field_validator("store")
+    @classmethod
+    def _check_store(cls, value: str) -> str:
+        scheme, sep, _rest = value.partition("://")
+        if not sep or scheme not in _STORE_SCHEMES:
+            supported = ", ".join(f"{s}://" for s in sorted(_STORE_SCHEMES))
+            raise ValueError(f"unsupported store URL {value!r} (supported: {supported})")
+        return value
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"{value!r} is not host:port with a port from 0 to 65535")
+        return value
+
+
+class AxonConfig(_Spec):
+    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+    supervisor: SupervisorSpec = Field(default_factory=SupervisorSpec)
+    agents: tuple[AgentSpec, ...] = ()
+
+    @field_validator("agents")
+    @classmethod
+    def _unique_ids(cls, agents: tuple[AgentSpec, ...]) -> tuple[AgentSpec, ...]:
+        seen: set[str] = set()
+        for agent in agents:
+            if agent.id in seen:
+                raise ValueError(f"duplicate agent id {agent.id!r}")
+            seen.add(agent.id)
+        return agents
+
+    def supervisor_for(self, agent: AgentSpec) -> SupervisorSpec:
+        return agent.supervisor or self.supervisor
+
+
+def parse_config(data: dict[str, Any], *, check_imports: bool = True) -> AxonConfig:
+    """Validate a config mapping (the parsed TOML); ``ConfigError`` names the first bad key."""
+    token = _VALIDATING.set(True)
+    try:
+        config = AxonConfig.model_validate(data)
+    except ValidationError as exc:
+        raise _config_error(exc) from None
+    finally:
+        _VALIDATING.reset(token)
+    if check_imports:
+        check_agent_imports(config.agents)
+    return config
+
+
+def load_config(path: str | Path, *, check_imports: bool = True) -> AxonConfig:
+    """Read and validate an ``axon.toml``."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(str(path), "file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), f"invalid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), f"not UTF-8 text: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot read: {exc.strerror or exc}") from None
+    return parse_config(data, check_imports=check_imports)
+
+
+def check_agent_imports(agents: tuple[AgentSpec, ...] | list[AgentSpec]) -> None:
+    """Resolve every agent and deps import path now, so a typo fails before anything starts."""
+    for index, agent in enumerate(agents):
+        for key in ("agent", "deps"):
+            path = getattr(agent, key)
+            if path is None:
+                continue
+            try:
+                target = resolve_import_path(path)
+            except ImportError as exc:
+                raise ConfigError(f"agents[{index}].{key}", str(exc)) from None
+            if key == "agent" and not callable(target) and not _is_agent(target):
+                raise ConfigError(
+                    f"agents[{index}].agent",
+                    f"{path} is neither a pydantic_ai.Agent nor a factory returning one",
+                )
+
+
+def resolve_import_path(path: str) -> Any:
+    """The object at ``module:attr`` (dotted attributes allowed); ``ImportError`` says why not."""
+    module_name, _, attr_path = path.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ImportError(f"cannot import module {module_name!r}: {exc}") from None
+    except Exception as exc:  # the module itself is broken (raises, syntax error, ...)
+        raise ImportError(
+            f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}"
+        ) from None
+    for attr in attr_path.split("."):
+        try:
+            obj = getattr(obj, attr)
+        except AttributeError:
+            raise ImportError(f"module {module_name!r} has no attribute {attr_path!r}") from None
+    return obj
+
+
+def _is_agent(obj: object) -> bool:
+    from pydantic_ai import Agent
+
+    return isinstance(obj, Agent)
+
+
+def _config_error(exc: ValidationError) -> ConfigError:
+    first = exc.errors()[0]
+    key = _format_loc(first["loc"])
+    if first["type"] == "extra_forbidden":
+        return ConfigError(key or "<root>", "unknown key")
+    reason = first["msg"].removeprefix("Value error, ")
+    if (
+        "input" in first
+        and first["type"] not in ("missing",)
+        and isinstance(first["input"], str | int | float | bool | None)
+    ):
+        reason = f"{reason} (got {first['input']!r})"
+    return ConfigError(key or "<root>", reason)
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else part
+    return out

@@ -1,0 +1,312 @@
+"""The whole Axon error family.
+
+Every error a caller can see is a subclass of :class:`AxonError`. Each class says when it is
+raised and carries what the caller needs to react (agent id, exit code or signal, retry-after)
+as attributes. Errors cross process and HTTP boundaries, so each one survives a pickle round
+trip and a ``to_dict()`` / ``AxonError.from_dict()`` round trip.
+
+Cancellation is never an ``AxonError``: ``asyncio.CancelledError`` always propagates unchanged.
+"""
+
+from __future__ import annotations
+
+import signal as _signal
+from typing import Any, ClassVar
+
+__all__ = [
+    "AgentCrashed",
+    "AgentNotFound",
+    "AgentRunFailed",
+    "AgentTimeout",
+    "AgentUnavailable",
+    "AxonError",
+    "ConfigError",
+    "ConversationBusy",
+    "InvalidRequest",
+    "Overloaded",
+    "ProtocolError",
+    "RunInterrupted",
+    "StoreUnavailable",
+]
+
+
+class AxonError(Exception):
+    """Base class of every error Axon raises on purpose.
+
+    ``type`` is the stable snake_case name used in HTTP error bodies and on the wire.
+    """
+
+    type: ClassVar[str] = "axon_error"
+    _registry: ClassVar[dict[str, type[AxonError]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        AxonError._registry[cls.type] = cls
+
+    def __init__(self, message: str, **facts: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.facts: dict[str, Any] = facts
+        for key, value in facts.items():
+            setattr(self, key, value)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (self.type, self.message, self.facts))
+
+    def __repr__(self) -> str:
+        facts = ", ".join(f"{k}={v!r}" for k, v in self.facts.items())
+        return f"{type(self).__name__}({self.message!r}{', ' if facts else ''}{facts})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready description: ``{"type", "message", **facts}``."""
+        return {"type": self.type, "message": self.message, **self.facts}
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> AxonError:
+        """Rebuild an error from :meth:`to_dict` output (unknown types become ``AxonError``)."""
+        facts = {k: v for k, v in data.items() if k not in ("type", "message")}
+        return _rebuild(str(data.get("type", "axon_error")), str(data.get("message", "")), facts)
+
+
+def _rebuild(type_name: str, message: str, facts: dict[str, Any]) -> AxonError:
+    cls = _REGISTRY.get(type_name, AxonError)
+    err = cls.__new__(cls)
+    AxonError.__init__(err, message, **facts)
+    return err
+
+
+_REGISTRY = AxonError._registry  # pyright: ignore[reportPrivateUsage]
+_REGISTRY["axon_error"] = AxonError
+
+
+class ConfigError(AxonError):
+    """The configuration is invalid; raised before anything starts.
+
+    ``key`` names the offending key (dotted path, e.g. ``agents[0].workers``) and ``reason``
+    says what is wrong with it.
+    """
+
+    type = "config_error"
+    key: str
+    reason: str
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}", key=key, reason=reason)
+
+
+class InvalidRequest(AxonError):
+    """The request itself is malformed (empty or oversized prompt, bad conversation id, ...).
+
+    Retrying the same request will fail the same way. ``field`` names what is wrong.
+    """
+
+    type = "invalid_request"
+    field: str | None
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+
+
+class AgentNotFound(AxonError):
+    """No agent with this id is configured. Agents are only ever loaded from the config."""
+
+    type = "agent_not_found"
+    agent_id: str
+
+    def __init__(self, agent_id: str) -> None:
+        super().__init__(f"no agent named {agent_id!r} is configured", agent_id=agent_id)
+
+
+class AgentUnavailable(AxonError):
+    """The agent has no worker that can serve right now (starting, restarting, failed or stopped).
+
+    Retry after ``retry_after`` seconds. ``state`` is the agent's supervisor state.
+    """
+
+    type = "agent_unavailable"
+    agent_id: str
+    state: str
+    retry_after: float
+
+    def __init__(self, agent_id: str, *, state: str, retry_after: float) -> None:
+        super().__init__(
+            f"agent {agent_id!r} is {state}; retry in {retry_after:.2f}s",
+            agent_id=agent_id,
+            state=state,
+            retry_after=retry_after,
+        )
+
+
+class AgentCrashed(AxonError):
+    """The worker process running this request died before answering.
+
+    ``exit_code`` is the process exit status, or ``signal`` the signal number that killed it
+    (and ``signal_name``, e.g. ``SIGKILL``). Nothing of this run was committed to the history.
+    """
+
+    type = "agent_crashed"
+    agent_id: str
+    pid: int | None
+    exit_code: int | None
+    signal: int | None
+    signal_name: str | None
+    reason: str | None
+
+    def __init__(
+        self,
+        agent_id: str,
+        *,
+        pid: int | None = None,
+        exit_code: int | None = None,
+        signal: int | None = None,
+        reason: str | None = None,
+    ) -> None:
+        signal_name = _signal_name(signal)
+        how = (
+            f"killed by {signal_name}"
+            if signal is not None
+            else f"exited with code {exit_code}"
+            if exit_code is not None
+            else (reason or "lost")
+        )
+        super().__init__(
+            f"worker {pid} of agent {agent_id!r} {how} during the run",
+            agent_id=agent_id,
+            pid=pid,
+            exit_code=exit_code,
+            signal=signal,
+            signal_name=signal_name,
+            reason=reason,
+        )
+
+
+class AgentTimeout(AxonError):
+    """The request did not finish within its deadline (``timeout`` seconds).
+
+    The run was cancelled in the worker; nothing of it was committed.
+    """
+
+    type = "agent_timeout"
+    agent_id: str
+    timeout: float
+
+    def __init__(self, agent_id: str, *, timeout: float) -> None:
+        super().__init__(
+            f"agent {agent_id!r} did not answer within {timeout:g}s",
+            agent_id=agent_id,
+            timeout=timeout,
+        )
+
+
+class AgentRunFailed(AxonError):
+    """The agent itself raised while running (a tool, the model, the agent's own code).
+
+    ``remote_type`` and ``remote_message`` describe the exception raised in the worker.
+    """
+
+    type = "agent_run_failed"
+    agent_id: str
+    remote_type: str
+    remote_message: str
+
+    def __init__(self, agent_id: str, *, remote_type: str, remote_message: str) -> None:
+        super().__init__(
+            f"agent {agent_id!r} raised {remote_type}: {remote_message}",
+            agent_id=agent_id,
+            remote_type=remote_type,
+            remote_message=remote_message,
+        )
+
+
+class Overloaded(AxonError):
+    """The agent's queue is full: back off and retry after ``retry_after`` seconds."""
+
+    type = "overloaded"
+    agent_id: str
+    queue_size: int
+    retry_after: float
+
+    def __init__(self, agent_id: str, *, queue_size: int, retry_after: float) -> None:
+        super().__init__(
+            f"agent {agent_id!r} is overloaded ({queue_size} requests queued)",
+            agent_id=agent_id,
+            queue_size=queue_size,
+            retry_after=retry_after,
+        )
+
+
+class ConversationBusy(AxonError):
+    """Another run of this conversation is in progress and the policy is ``reject``
+    (``reason="in_progress"``), or another orchestrator sharing the store committed to the
+    conversation while this run was in progress (``reason="conflict"``: nothing of this run was
+    committed; send it again)."""
+
+    type = "conversation_busy"
+    conversation_id: str
+    reason: str
+
+    def __init__(self, conversation_id: str, *, reason: str = "in_progress") -> None:
+        what = (
+            "was changed by another writer while this run was in progress"
+            if reason == "conflict"
+            else "already has a run in progress"
+        )
+        super().__init__(
+            f"conversation {conversation_id!r} {what}",
+            conversation_id=conversation_id,
+            reason=reason,
+        )
+
+
+class RunInterrupted(AxonError):
+    """A newer message to the same conversation interrupted this run (policy ``interrupt``).
+
+    Nothing of this run was committed; the conversation keeps what it had.
+    """
+
+    type = "run_interrupted"
+    conversation_id: str
+
+    def __init__(self, conversation_id: str) -> None:
+        super().__init__(
+            f"the run in conversation {conversation_id!r} was interrupted by a newer message",
+            conversation_id=conversation_id,
+        )
+
+
+class StoreUnavailable(AxonError):
+    """The conversation store cannot be reached or is locked; nothing was committed.
+
+    Retry after ``retry_after`` seconds. ``store`` names the backend (``sqlite``, ``postgresql``).
+    """
+
+    type = "store_unavailable"
+    store: str
+    reason: str
+    retry_after: float
+
+    def __init__(self, store: str, reason: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(
+            f"the {store} store is unavailable: {reason}",
+            store=store,
+            reason=reason,
+            retry_after=retry_after,
+        )
+
+
+class ProtocolError(AxonError):
+    """A frame between orchestrator and worker was malformed, unknown or out of place."""
+
+    type = "protocol_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+
+def _signal_name(signum: int | None) -> str | None:
+    if signum is None:
+        return None
+    try:
+        return _signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"

@@ -1,0 +1,1 @@
+"""Observability: structured log events (and, later, metrics and the dashboard)."""

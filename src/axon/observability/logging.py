@@ -1,0 +1,60 @@
+"""Rendering of Axon's log records: readable text (default) or one JSON object per line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any, Literal
+
+from axon.observability.events import LOGGER_NAME
+
+__all__ = ["JsonFormatter", "TextFormatter", "configure_logging"]
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    fields = getattr(record, "fields", None)
+    return fields if isinstance(fields, dict) else {}
+
+
+class JsonFormatter(logging.Formatter):
+    """``{"ts", "level", "event", "logger", ...fields}`` on one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "ts": round(record.created, 6),
+            "level": record.levelname.lower(),
+            "event": getattr(record, "event", None) or record.getMessage(),
+            "logger": record.name,
+            **_fields(record),
+        }
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        return json.dumps(data, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """``HH:MM:SS LEVEL event key=value ...`` for people at a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        event = getattr(record, "event", None) or record.getMessage()
+        pairs = " ".join(f"{k}={v}" for k, v in _fields(record).items())
+        stamp = self.formatTime(record, "%H:%M:%S")
+        return f"{stamp} {record.levelname:<7} {event} {pairs}".rstrip()
+
+
+def configure_logging(fmt: Literal["text", "json"] = "text", level: int = logging.INFO) -> None:
+    """Send the ``axon`` logger's records to stderr in the given format (idempotent)."""
+    logger = logging.getLogger(LOGGER_NAME)
+    for handler in list(logger.handlers):
+        if getattr(handler, "_axon", False):
+            logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler._axon = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+    # asyncpg logs a traceback on every background reconnect attempt while Postgres is down;
+    # Axon already reports the outage as StoreUnavailable, so keep only its real errors.
+    logging.getLogger("asyncpg").setLevel(logging.CRITICAL)

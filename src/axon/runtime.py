@@ -1,0 +1,400 @@
+"""``Axon``: the orchestrator. Wires supervisors, routers and the conversation store.
+
+The life of one request (``send_message`` / ``stream_message``)::
+
+    validate input -> agent known? serving? -> wait the conversation's turn (arrival order)
+    -> load history (revision r) -> route to the least-loaded worker (bounded queue)
+    -> relay events until the result -> COMMIT the run's new messages at revision r -> reply
+
+The commit is the only write, and it happens only after the worker's result arrived: a run
+that crashes, times out, fails or is abandoned by its caller commits nothing, so the
+conversation's history stays exactly as it was. Every await before the result is bounded by the
+request's deadline, which ends the request with ``AgentTimeout`` and cancels the run in the
+worker (the worker is killed if it ignores the cancel).
+
+Cancellation contract: cancelling a ``send_message`` call (or closing a ``stream_message``
+iterator early) cancels the run in its worker and commits nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from axon._tasks import TaskSet
+from axon.config import (
+    AgentSpec,
+    AxonConfig,
+    RuntimeSpec,
+    SupervisorSpec,
+    check_agent_imports,
+    load_config,
+)
+from axon.conversation_locks import ConversationLocks, ConversationPolicy
+from axon.errors import (
+    AgentNotFound,
+    AgentTimeout,
+    AxonError,
+    ConversationBusy,
+    InvalidRequest,
+    RunInterrupted,
+)
+from axon.observability.events import emit
+from axon.protocol.frames import Event, Result
+from axon.replies import FinalResult, Reply, StreamEvent, TextDelta, ToolCall, ToolResult
+from axon.router import AgentRouter
+from axon.status import AgentStatus
+from axon.store.base import ConversationInfo, ConversationStore, StoreConflict, open_store
+from axon.supervisor.states import AgentState
+from axon.supervisor.supervisor import AgentSupervisor
+from axon.validation import (
+    check_conversation_id,
+    check_page,
+    check_policy,
+    check_prompt,
+    check_timeout,
+    new_conversation_id,
+)
+
+__all__ = ["Axon"]
+
+
+class Axon:
+    """The Axon runtime: ``async with Axon.from_config("axon.toml") as axon: ...``.
+
+    ``start()`` (or entering the context) spawns every agent's workers and returns once each
+    agent is serving or has FAILED; ``stop()`` (or leaving it) stops them in reverse order and
+    leaves no process behind.
+    """
+
+    def __init__(
+        self,
+        agents: Sequence[AgentSpec] = (),
+        *,
+        supervisor: SupervisorSpec | None = None,
+        runtime: RuntimeSpec | None = None,
+        store: ConversationStore | None = None,
+        config: AxonConfig | None = None,
+        check_imports: bool = True,
+    ) -> None:
+        if config is None:
+            config = AxonConfig(
+                runtime=runtime or RuntimeSpec(),
+                supervisor=supervisor or SupervisorSpec(),
+                agents=tuple(agents),
+            )
+            if check_imports:
+                check_agent_imports(config.agents)
+        self.config = config
+        self._store = store if store is not None else open_store(config.runtime.store)
+        self._routers: dict[str, AgentRouter] = {}
+        self._locks = ConversationLocks()
+        self._tasks = TaskSet("axon")
+        self._socket_dir: Path | None = None
+        self._started = False
+
+    @classmethod
+    def from_config(cls, config: str | Path | AxonConfig) -> Axon:
+        """An ``Axon`` for an ``axon.toml`` path (or an already loaded config)."""
+        if not isinstance(config, AxonConfig):
+            config = load_config(config)
+        return cls(config=config)
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Axon:
+        try:
+            await self.start()
+        except BaseException:
+            # A failed or cancelled start must not leave workers behind.
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Start every agent; return once each is settled: RUNNING, or FAILED (or STOPPED, for
+        workers that are never restarted). If this raises or is cancelled, call ``stop()``."""
+        if self._started:
+            raise RuntimeError("this Axon is already started")
+        self._started = True
+        await self._store.open()
+        self._socket_dir = Path(tempfile.mkdtemp(prefix="axon-"))
+        for position, spec in enumerate(self.config.agents):
+            socket_dir = self._socket_dir / str(position)
+            socket_dir.mkdir()
+
+            def on_capacity(agent_id: str = spec.id) -> None:
+                self._routers[agent_id].notify()
+
+            supervisor = AgentSupervisor(
+                spec,
+                self.config.supervisor_for(spec),
+                socket_dir=socket_dir,
+                tasks=self._tasks,
+                on_capacity=on_capacity,
+            )
+            self._routers[spec.id] = AgentRouter(supervisor)
+            supervisor.start()
+        await asyncio.gather(*(r.supervisor.wait_settled() for r in self._routers.values()))
+
+    async def stop(self) -> None:
+        """Stop every agent (reverse start order) and release everything; idempotent."""
+        if not self._started:
+            return
+        for router in reversed(list(self._routers.values())):
+            await router.supervisor.stop()
+        await self._tasks.aclose()
+        await self._store.close()
+        if self._socket_dir is not None:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+        self._started = False
+
+    # -- requests -----------------------------------------------------------------------------
+
+    async def send_message(
+        self,
+        agent_id: str,
+        prompt: str,
+        *,
+        conversation_id: str | None = None,
+        timeout: float | None = None,
+        policy: ConversationPolicy | str | None = None,
+    ) -> Reply:
+        """Run ``prompt`` on ``agent_id`` in conversation ``conversation_id`` (new if None).
+
+        ``policy`` overrides the agent's ``conversation_policy`` for this message when the
+        conversation already has a run in progress: ``enqueue``, ``reject`` or ``interrupt``.
+
+        Returns the committed :class:`Reply`. Raises ``AgentNotFound``, ``InvalidRequest``,
+        ``AgentUnavailable``, ``Overloaded``, ``AgentCrashed``, ``AgentTimeout``,
+        ``AgentRunFailed``, ``ConversationBusy``, ``RunInterrupted`` or ``StoreUnavailable``; on
+        any of them the conversation's history is unchanged.
+        """
+        async for event in self._execute(
+            agent_id, prompt, conversation_id, timeout, policy, stream=False
+        ):
+            if isinstance(event, FinalResult):
+                return event.reply
+        raise AssertionError("a run ended without a result")  # pragma: no cover
+
+    def stream_message(
+        self,
+        agent_id: str,
+        prompt: str,
+        *,
+        conversation_id: str | None = None,
+        timeout: float | None = None,
+        policy: ConversationPolicy | str | None = None,
+    ) -> AsyncIterator[StreamEvent]:
+        """Like :meth:`send_message`, as typed events as they happen: ``TextDelta``,
+        ``ToolCall``, ``ToolResult``, and last ``FinalResult``. Errors are raised from the
+        iterator. Closing the iterator early cancels the run and commits nothing."""
+        return self._execute(agent_id, prompt, conversation_id, timeout, policy, stream=True)
+
+    async def _execute(
+        self,
+        agent_id: str,
+        prompt: str,
+        conversation_id: str | None,
+        timeout: float | None,
+        policy: ConversationPolicy | str | None,
+        *,
+        stream: bool,
+    ) -> AsyncIterator[StreamEvent]:
+        router = self._router(agent_id)
+        spec = router.spec
+        prompt = check_prompt(prompt, spec)
+        cid = (
+            new_conversation_id()
+            if conversation_id is None
+            else check_conversation_id(conversation_id)
+        )
+        seconds = check_timeout(timeout, spec)
+        policy = spec.conversation_policy if policy is None else check_policy(policy)
+        router.check_available()  # fail fast, before waiting for the conversation's turn
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        deadline = loop.time() + seconds
+        outcome = "error"
+        try:
+            async with contextlib.AsyncExitStack() as turn:
+                async with self._deadline(deadline, agent_id, seconds, cid):
+                    my_turn = await turn.enter_async_context(self._locks.hold(cid, policy))
+                    history = await self._store.load(cid)
+                    if my_turn.interrupted:
+                        raise RunInterrupted(cid)
+                    worker, call = await router.start_run(
+                        prompt, history.messages, cid, max(deadline - loop.time(), 0.001), stream
+                    )
+                my_turn.on_interrupt(lambda: worker.cancel_run(call))
+                emit(
+                    "run.routed",
+                    logging.DEBUG,
+                    agent=agent_id,
+                    worker=worker.index,
+                    pid=worker.pid,
+                    run=call.id,
+                    conversation=cid,
+                )
+                result: Result | None = None
+                try:
+                    while result is None:
+                        async with self._deadline(deadline, agent_id, seconds, cid):
+                            try:
+                                item = await call.next()
+                            except AgentTimeout:
+                                # The worker's own run timeout (the seconds left): report the
+                                # deadline the caller asked for.
+                                raise AgentTimeout(agent_id, timeout=seconds) from None
+                            except AxonError:
+                                if my_turn.interrupted:
+                                    raise RunInterrupted(cid) from None
+                                raise
+                        if isinstance(item, Result):
+                            result = item
+                        elif (event := _stream_event(item)) is not None:
+                            yield event
+                finally:
+                    if result is None:
+                        worker.cancel_run(call)
+                # The commit point: only a run whose result arrived is ever written.
+                assert result is not None
+                try:
+                    await self._store.commit(
+                        cid,
+                        agent_id=agent_id,
+                        expected_revision=history.revision,
+                        messages=result.messages,
+                    )
+                except StoreConflict:
+                    # Another orchestrator sharing the store committed to this conversation
+                    # while this run was in progress: nothing of this run is written.
+                    raise ConversationBusy(cid, reason="conflict") from None
+            outcome = "ok"
+            yield FinalResult(
+                Reply(
+                    output=result.output,
+                    conversation_id=cid,
+                    run_id=result.run_id,
+                    usage=result.usage,
+                    agent_id=agent_id,
+                )
+            )
+        except AxonError as exc:
+            outcome = exc.type
+            raise
+        finally:
+            emit(
+                "run.finished",
+                logging.INFO,
+                agent=agent_id,
+                conversation=cid,
+                latency_s=round(time.perf_counter() - started, 6),
+                outcome=outcome,
+            )
+
+    @contextlib.asynccontextmanager
+    async def _deadline(
+        self, deadline: float, agent_id: str, seconds: float, cid: str
+    ) -> AsyncGenerator[None]:
+        try:
+            async with asyncio.timeout_at(deadline):
+                yield
+        except TimeoutError:
+            emit(
+                "run.timeout", logging.WARNING, agent=agent_id, conversation=cid, timeout_s=seconds
+            )
+            raise AgentTimeout(agent_id, timeout=seconds) from None
+
+    # -- conversations and agents ----------------------------------------------------------------
+
+    async def history(
+        self, conversation_id: str, *, offset: int = 0, limit: int | None = None
+    ) -> list[Any]:
+        """The conversation's committed history as pydantic-ai ``ModelMessage`` objects (empty
+        for an unknown conversation); ``offset``/``limit`` page through it by message."""
+        from pydantic_ai import ModelMessagesTypeAdapter
+
+        start, stop = check_page(offset, limit)
+        stored = await self._store.load(check_conversation_id(conversation_id))
+        return list(ModelMessagesTypeAdapter.validate_json(stored.messages))[start:stop]
+
+    async def export_conversation(self, conversation_id: str) -> bytes:
+        """The conversation's committed history as pydantic-ai JSON (``ModelMessagesTypeAdapter``
+        format, loadable with ``ModelMessagesTypeAdapter.validate_json``)."""
+        return (await self._store.load(check_conversation_id(conversation_id))).messages
+
+    async def list_conversations(
+        self, agent_id: str | None = None, *, limit: int = 100, after: str | None = None
+    ) -> list[ConversationInfo]:
+        """Conversations (of ``agent_id``, or all), ordered by id, ``limit`` at a time; pass the
+        last id seen as ``after`` for the next page."""
+        if agent_id is not None:
+            self._router(agent_id)
+        _, stop = check_page(0, limit)
+        if stop is None or stop > 1000:
+            raise InvalidRequest("limit must be an integer from 1 to 1000", field="limit")
+        if after is not None:
+            check_conversation_id(after)
+        return await self._store.list_conversations(agent_id, limit=stop, after=after)
+
+    async def delete_conversation(self, conversation_id: str) -> bool:
+        """Forget a conversation's history; whether it existed."""
+        cid = check_conversation_id(conversation_id)
+        async with self._locks.hold(cid):
+            return await self._store.delete(cid)
+
+    def agents(self) -> list[AgentStatus]:
+        """The status of every agent and its workers, in config order."""
+        return [router.supervisor.status() for router in self._routers.values()]
+
+    def agent(self, agent_id: str) -> AgentStatus:
+        return self._router(agent_id).supervisor.status()
+
+    async def restart_agent(self, agent_id: str) -> AgentStatus:
+        """Restart an agent by hand (also brings a FAILED agent back); returns once it is
+        RUNNING again or FAILED."""
+        router = self._router(agent_id)
+        await router.supervisor.restart()
+        return router.supervisor.status()
+
+    async def wait_serving(self, agent_id: str) -> AgentState:
+        """Wait until the agent is settled (RUNNING, FAILED or STOPPED); its state."""
+        return await self._router(agent_id).supervisor.wait_settled()
+
+    def _router(self, agent_id: str) -> AgentRouter:
+        router = self._routers.get(agent_id) if isinstance(agent_id, str) else None  # pyright: ignore[reportUnnecessaryIsInstance]
+        if router is None:
+            if not self._started:
+                raise RuntimeError("Axon is not started: use 'async with' or await start()")
+            raise AgentNotFound(agent_id)
+        return router
+
+
+def _stream_event(frame: Event) -> StreamEvent | None:
+    data = frame.data
+    if frame.type == "text_delta":
+        return TextDelta(str(data.get("text", "")))
+    if frame.type == "tool_call":
+        return ToolCall(str(data.get("tool_name")), data.get("args"), str(data.get("tool_call_id")))
+    if frame.type == "tool_result":
+        return ToolResult(
+            str(data.get("tool_name")), data.get("content"), str(data.get("tool_call_id"))
+        )
+    return None

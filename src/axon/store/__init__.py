@@ -1,0 +1,24 @@
+"""Conversation stores: the orchestrator owns every conversation's history.
+
+``PostgresStore`` lives in :mod:`axon.store.postgres` (it needs the ``postgres`` extra).
+"""
+
+from axon.store.base import (
+    ConversationInfo,
+    ConversationStore,
+    History,
+    StoreConflict,
+    open_store,
+)
+from axon.store.memory import InMemoryStore
+from axon.store.sqlite import SqliteStore
+
+__all__ = [
+    "ConversationInfo",
+    "ConversationStore",
+    "History",
+    "InMemoryStore",
+    "SqliteStore",
+    "StoreConflict",
+    "open_store",
+]

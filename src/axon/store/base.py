@@ -1,0 +1,144 @@
+"""The store interface.
+
+A conversation is a list of pydantic-ai messages with an integer revision: the number of runs
+committed to it. A run loads the history at revision r and commits its new messages only if the
+conversation is still at r, in one transaction (optimistic concurrency): a run that fails commits
+nothing, so the history stays as it was, and two writers (two orchestrators sharing a Postgres
+store) can never interleave or lose messages: the second gets ``StoreConflict``.
+
+Messages travel as pydantic-ai JSON (``ModelMessagesTypeAdapter``) and the orchestrator never
+parses them on the hot path: a run's new messages are stored as one JSON array, and a history is
+the concatenation of its runs' arrays (:func:`join_json_arrays`).
+
+Why not pydantic-ai's own ``ConversationStore``: it keeps one entry per message linked to its
+parent and validates every message into Python objects on save and load. Axon's orchestrator
+never needs the objects, only the bytes it relays to the worker, and commits a whole run at once;
+storing a run as one JSON value keeps a commit to one row and a load to one ordered scan.
+
+Store failures (unreachable, locked, timed out) raise ``StoreUnavailable``; nothing is written.
+
+Cancellation contract: every method may be cancelled; a cancelled ``commit`` either committed
+fully or not at all (the transaction is atomic), and the caller treats it as not acknowledged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from axon.errors import AxonError, ConfigError
+
+__all__ = [
+    "ConversationInfo",
+    "ConversationStore",
+    "History",
+    "StoreConflict",
+    "join_json_arrays",
+    "open_store",
+]
+
+
+@dataclass(frozen=True)
+class History:
+    """A conversation's messages (a JSON array) at ``revision`` (0: a new conversation)."""
+
+    messages: bytes
+    revision: int
+
+
+@dataclass(frozen=True)
+class ConversationInfo:
+    """One conversation as listed by :meth:`ConversationStore.list_conversations`."""
+
+    conversation_id: str
+    agent_id: str
+    revision: int
+    """Runs committed so far."""
+    created_at: float
+    """Unix time of the first commit."""
+    updated_at: float
+    """Unix time of the last commit."""
+
+
+class StoreConflict(AxonError):
+    """The conversation moved past the revision a run started from; nothing was written."""
+
+    type = "store_conflict"
+
+    def __init__(self, conversation_id: str, *, expected: int, actual: int) -> None:
+        super().__init__(
+            f"conversation {conversation_id!r} is at revision {actual}, not {expected}",
+            conversation_id=conversation_id,
+            expected=expected,
+            actual=actual,
+        )
+
+
+class ConversationStore(Protocol):
+    """What the runtime needs of a store; every backend passes the same conformance suite."""
+
+    async def open(self) -> None:
+        """Connect and bring the schema up to date (versioned migrations); idempotent."""
+        ...
+
+    async def load(self, conversation_id: str) -> History:
+        """The conversation's history (an empty one at revision 0 if it does not exist)."""
+        ...
+
+    async def commit(
+        self, conversation_id: str, *, agent_id: str, expected_revision: int, messages: bytes
+    ) -> int:
+        """Append one run's messages (a JSON array) atomically; the new revision.
+
+        Raises ``StoreConflict`` if the conversation is no longer at ``expected_revision``.
+        """
+        ...
+
+    async def delete(self, conversation_id: str) -> bool:
+        """Forget a conversation; whether it existed."""
+        ...
+
+    async def list_conversations(
+        self, agent_id: str | None = None, *, limit: int = 100, after: str | None = None
+    ) -> list[ConversationInfo]:
+        """Conversations (of ``agent_id``, or all) ordered by id, at most ``limit``, starting
+        after the id ``after`` (keyset paging)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def join_json_arrays(arrays: list[bytes]) -> bytes:
+    """Concatenate JSON arrays without parsing them: ``[a,b] + [c] -> [a,b,c]``."""
+    items = [inner for a in arrays if (inner := a.strip()[1:-1].strip())]
+    return b"[" + b",".join(items) + b"]"
+
+
+def open_store(url: str) -> ConversationStore:
+    """The store a ``store = "..."`` URL names (not opened yet: call ``await store.open()``).
+
+    ``memory://``; ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``;
+    ``postgresql://user@host:port/db`` (``postgres://`` too; needs the ``postgres`` extra).
+    """
+    scheme = url.partition("://")[0]
+    if url == "memory://":
+        from axon.store.memory import InMemoryStore
+
+        return InMemoryStore()
+    if scheme == "sqlite":
+        from axon.store.sqlite import SqliteStore
+
+        return SqliteStore.from_url(url)
+    if scheme in ("postgresql", "postgres"):
+        try:
+            from axon.store.postgres import PostgresStore
+        except ImportError as exc:  # asyncpg missing
+            raise ConfigError(
+                "runtime.store",
+                f"{exc}; install the postgres extra: pip install 'axon-runtime[postgres]'",
+            ) from None
+        return PostgresStore.from_url(url)
+    raise ConfigError(
+        "runtime.store",
+        f"unsupported store URL {url!r} (supported: memory://, sqlite:///PATH, postgresql://...)",
+    )

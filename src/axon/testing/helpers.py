@@ -1,0 +1,93 @@
+"""Finding, killing and waiting for workers of a running ``Axon``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from axon.runtime import Axon
+from axon.status import AgentStatus
+
+__all__ = [
+    "cut_connection",
+    "kill_worker",
+    "user_prompts",
+    "wait_until",
+    "wait_until_serving",
+    "worker_pids",
+]
+
+
+def worker_pids(axon: Axon, agent_id: str) -> list[int | None]:
+    """The pid of each worker slot of ``agent_id`` (None where no process runs)."""
+    return [
+        w.pid if w.state in ("starting", "running") else None for w in axon.agent(agent_id).workers
+    ]
+
+
+def kill_worker(axon: Axon, agent_id: str, index: int = 0, sig: int = signal.SIGKILL) -> int:
+    """Send ``sig`` to worker ``index`` of ``agent_id``; its pid."""
+    pid = worker_pids(axon, agent_id)[index]
+    if pid is None:
+        raise LookupError(f"worker {index} of {agent_id!r} is not running")
+    os.kill(pid, sig)
+    return pid
+
+
+def cut_connection(axon: Axon, agent_id: str, index: int = 0) -> int:
+    """Drop the orchestrator's socket to worker ``index`` abruptly (a communication failure);
+    the worker's pid. The worker notices EOF, exits with code 5 and is restarted."""
+    supervisor = axon._router(agent_id).supervisor  # pyright: ignore[reportPrivateUsage]
+    worker = supervisor.worker_at(index)
+    if worker is None or worker.pid is None:
+        raise LookupError(f"worker {index} of {agent_id!r} is not running")
+    worker.cut_connection()
+    return worker.pid
+
+
+async def wait_until(
+    axon: Axon,
+    agent_id: str,
+    predicate: Callable[[AgentStatus], bool],
+    timeout: float = 30.0,
+) -> AgentStatus:
+    """Wait until ``predicate(axon.agent(agent_id))`` holds, re-checked at every state change
+    of the agent or its workers; ``TimeoutError`` after ``timeout`` seconds."""
+    supervisor = axon._router(agent_id).supervisor  # pyright: ignore[reportPrivateUsage]
+    async with asyncio.timeout(timeout):
+        await supervisor.wait_for(lambda: predicate(supervisor.status()))
+    return supervisor.status()
+
+
+async def wait_until_serving(
+    axon: Axon,
+    agent_id: str,
+    *,
+    replaced: Iterable[int] = (),
+    timeout: float = 30.0,
+) -> AgentStatus:
+    """Wait until every worker of ``agent_id`` is running and none has a pid in ``replaced``."""
+    old = set(replaced)
+
+    def serving(status: AgentStatus) -> bool:
+        return status.state == "running" and all(
+            w.state == "running" and w.pid not in old for w in status.workers
+        )
+
+    return await wait_until(axon, agent_id, serving, timeout)
+
+
+def user_prompts(messages: Sequence[Any]) -> list[str]:
+    """The user prompts of a pydantic-ai message history, in order."""
+    from pydantic_ai.messages import ModelRequest, UserPromptPart
+
+    return [
+        part.content
+        for message in messages
+        if isinstance(message, ModelRequest)
+        for part in message.parts
+        if isinstance(part, UserPromptPart) and isinstance(part.content, str)
+    ]

@@ -1,0 +1,5 @@
+import sys
+
+from axon.worker.host import main
+
+sys.exit(main())

@@ -1,0 +1,344 @@
+"""The child side of a worker: import one agent and serve runs over the frame protocol.
+
+Life of a worker process::
+
+    connect to the orchestrator's socket -> send ``hello``
+    import the agent (and deps factory)  -> send ``ready``   (or ``error`` + exit 3)
+    serve frames until ``shutdown`` (exit 0) or EOF without a shutdown (exit 5)
+
+Runs execute concurrently as tasks of one ``TaskGroup``, at most ``max_concurrency`` at a time.
+Heartbeat pings are answered from the same event loop, so a blocked loop stops answering them
+and the orchestrator can tell a hung worker from a busy one.
+
+Cancellation contract: a ``cancel`` frame cancels the run's pydantic-ai ``CancellationToken``;
+the run then ends with an ``error`` frame of type ``cancelled``. A run whose code ignores the
+cancel is the orchestrator's problem: it kills the whole worker after a grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+from typing import Any
+
+import msgspec
+from pydantic_core import to_jsonable_python
+
+from axon.errors import AgentRunFailed, AgentTimeout, AxonError, ProtocolError
+from axon.protocol.channel import ChannelClosed, FrameChannel
+from axon.protocol.codec import FrameTooLarge
+from axon.protocol.frames import (
+    PROTOCOL_VERSION,
+    Cancel,
+    Error,
+    Event,
+    Frame,
+    Hello,
+    Ping,
+    Pong,
+    Ready,
+    Result,
+    Run,
+    Shutdown,
+)
+
+__all__ = [
+    "EXIT_CONNECTION_LOST",
+    "EXIT_PROTOCOL",
+    "EXIT_STARTUP_FAILED",
+    "WorkerSettings",
+    "main",
+]
+
+EXIT_STARTUP_FAILED = 3
+"""The agent (or its deps factory) could not be imported or built."""
+EXIT_PROTOCOL = 4
+"""The orchestrator's byte stream became unreadable (an absurd frame length)."""
+EXIT_CONNECTION_LOST = 5
+"""The connection closed without a ``shutdown`` frame: not a stop we were asked for."""
+
+
+class WorkerSettings(msgspec.Struct, frozen=True):
+    """What the orchestrator tells a worker on its command line (as JSON)."""
+
+    agent_id: str
+    agent: str
+    model: str | None = None
+    deps: str | None = None
+    max_concurrency: int = 32
+
+
+def _log(message: str) -> None:
+    """One line on stderr; the orchestrator tags it with this worker's identity."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL us if the orchestrator dies (even when our loop is blocked)."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def load_agent(settings: WorkerSettings) -> tuple[Any, Any, Any]:
+    """Import the agent (calling it if it is a factory), its model override and deps."""
+    from pydantic_ai import Agent
+    from pydantic_ai.models import infer_model
+
+    from axon.config import resolve_import_path
+
+    target = resolve_import_path(settings.agent)
+    agent = target if isinstance(target, Agent) else target()
+    if not isinstance(agent, Agent):
+        raise TypeError(
+            f"{settings.agent} returned {type(agent).__name__}, not a pydantic_ai.Agent"
+        )
+    model = infer_model(settings.model) if settings.model else None
+    deps = resolve_import_path(settings.deps)() if settings.deps else None
+    return agent, model, deps
+
+
+class WorkerHost:
+    """Serves runs of one agent on one frame channel."""
+
+    def __init__(
+        self, settings: WorkerSettings, channel: FrameChannel, agent: Any, model: Any, deps: Any
+    ) -> None:
+        self._settings = settings
+        self._channel = channel
+        self._agent = agent
+        self._model = model
+        self._deps = deps
+        self._tokens: dict[int, Any] = {}
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._slots = asyncio.Semaphore(settings.max_concurrency)
+
+    async def serve(self) -> int:
+        """Serve until shutdown or EOF; the process exit code."""
+        async with asyncio.TaskGroup() as group:
+            while True:
+                try:
+                    frame = await self._channel.recv()
+                except ChannelClosed:
+                    self._cancel_all()
+                    return EXIT_CONNECTION_LOST
+                except FrameTooLarge as exc:
+                    await self._reject(exc)
+                    self._cancel_all()
+                    return EXIT_PROTOCOL
+                except ProtocolError as exc:
+                    await self._reject(exc)
+                    continue
+                if isinstance(frame, Shutdown):
+                    await self._drain(frame.grace)
+                    return 0
+                self._dispatch(frame, group)
+
+    def _dispatch(self, frame: Frame, group: asyncio.TaskGroup) -> None:
+        match frame:
+            case Ping(seq=seq):
+                self._send(Pong(seq=seq))
+            case Run():
+                if frame.id in self._tasks:
+                    self._send_error(frame.id, ProtocolError(f"run id {frame.id} already in use"))
+                    return
+                self._tasks[frame.id] = group.create_task(self._run(frame))
+            case Cancel(id=run_id):
+                token = self._tokens.get(run_id)
+                if token is not None:
+                    token.cancel()
+            case Error(error=error):
+                # The orchestrator rejected a frame of ours: log it, never answer an error
+                # with an error.
+                _log(f"orchestrator reported: {error.get('message')}")
+            case _:
+                self._send_error(None, ProtocolError(f"unexpected frame {type(frame).__name__}"))
+
+    async def _run(self, frame: Run) -> None:
+        from pydantic_ai import (
+            CancellationToken,
+            ModelMessagesTypeAdapter,
+            RunCancelled,
+            RunTimedOut,
+        )
+
+        token = CancellationToken()
+        self._tokens[frame.id] = token
+        try:
+            async with self._slots:
+                history = ModelMessagesTypeAdapter.validate_json(frame.history)
+                kwargs: dict[str, Any] = {
+                    "message_history": history,
+                    "conversation_id": frame.conversation_id,
+                    "cancellation_token": token,
+                    "timeout": frame.timeout,
+                    "deps": self._deps,
+                }
+                if self._model is not None:
+                    kwargs["model"] = self._model
+                if frame.stream:
+                    result = await self._run_streamed(frame, kwargs)
+                else:
+                    result = await self._agent.run(frame.prompt, **kwargs)
+            self._send(
+                Result(
+                    id=frame.id,
+                    output=to_jsonable_python(result.output),
+                    messages=ModelMessagesTypeAdapter.dump_json(result.new_messages()),
+                    run_id=result.run_id,
+                    usage=to_jsonable_python(result.usage),
+                )
+            )
+        except RunTimedOut:  # a subclass of RunCancelled: catch it first
+            err = AgentTimeout(self._settings.agent_id, timeout=frame.timeout or 0.0)
+            self._send_error(frame.id, err)
+        except RunCancelled:
+            self._send(Error(id=frame.id, error={"type": "cancelled", "message": "run cancelled"}))
+        except ChannelClosed:
+            pass
+        except Exception as exc:
+            remote = AgentRunFailed(
+                self._settings.agent_id, remote_type=type(exc).__name__, remote_message=str(exc)
+            )
+            self._send_error(frame.id, remote)
+        finally:
+            self._tokens.pop(frame.id, None)
+            self._tasks.pop(frame.id, None)
+
+    async def _run_streamed(self, frame: Run, kwargs: dict[str, Any]) -> Any:
+        from pydantic_ai import (
+            AgentRunResultEvent,
+            FunctionToolCallEvent,
+            FunctionToolResultEvent,
+            PartDeltaEvent,
+            PartStartEvent,
+            TextPart,
+            TextPartDelta,
+        )
+
+        result: Any = None
+        async with self._agent.run_stream_events(frame.prompt, **kwargs) as events:
+            async for event in events:
+                if isinstance(event, PartDeltaEvent) and isinstance(event.delta, TextPartDelta):
+                    self._event(frame.id, "text_delta", {"text": event.delta.content_delta})
+                elif (
+                    isinstance(event, PartStartEvent)
+                    and isinstance(event.part, TextPart)
+                    and event.part.content
+                ):
+                    self._event(frame.id, "text_delta", {"text": event.part.content})
+                elif isinstance(event, FunctionToolCallEvent):
+                    part = event.part
+                    data = {
+                        "tool_name": part.tool_name,
+                        "args": _tool_args(part),
+                        "tool_call_id": part.tool_call_id,
+                    }
+                    self._event(frame.id, "tool_call", data)
+                elif isinstance(event, FunctionToolResultEvent):
+                    part = event.part
+                    data = {
+                        "tool_name": part.tool_name,
+                        "content": to_jsonable_python(part.content),
+                        "tool_call_id": part.tool_call_id,
+                    }
+                    self._event(frame.id, "tool_result", data)
+                elif isinstance(event, AgentRunResultEvent):
+                    result = event.result
+        if result is None:
+            raise RuntimeError("the agent's event stream ended without a result")
+        return result
+
+    def _event(self, run_id: int, kind: str, data: dict[str, Any]) -> None:
+        self._send(Event(id=run_id, type=kind, data=data))
+
+    def _send(self, frame: Frame) -> None:
+        with contextlib.suppress(ChannelClosed):
+            self._channel.send_nowait(frame)
+
+    def _send_error(self, run_id: int | None, err: AxonError) -> None:
+        self._send(Error(id=run_id, error=err.to_dict()))
+
+    async def _reject(self, exc: ProtocolError) -> None:
+        _log(f"protocol error: {exc.message}")
+        with contextlib.suppress(ChannelClosed):
+            await self._channel.send(Error(id=None, error=exc.to_dict()))
+
+    async def _drain(self, grace: float) -> None:
+        """Let in-flight runs finish for ``grace`` seconds, then cancel what is left."""
+        pending = list(self._tasks.values())
+        if pending:
+            _done, still = await asyncio.wait(pending, timeout=grace)
+            for task in still:
+                task.cancel()
+            await asyncio.gather(*still, return_exceptions=True)
+        with contextlib.suppress(ChannelClosed):
+            await self._channel.drain()
+
+    def _cancel_all(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+
+
+def _tool_args(part: Any) -> Any:
+    """A tool call's arguments as a dict when they parse, else as the model sent them."""
+    try:
+        return to_jsonable_python(part.args_as_dict())
+    except Exception:
+        return to_jsonable_python(part.args)
+
+
+async def _main_async(socket_path: str, settings: WorkerSettings) -> int:
+    reader, writer = await asyncio.open_unix_connection(socket_path)
+    channel = FrameChannel(reader, writer)
+    await channel.send(Hello(protocol=PROTOCOL_VERSION, pid=os.getpid()))
+    try:
+        agent, model, deps = load_agent(settings)
+    except Exception as exc:
+        error = {"type": "startup_failed", "message": f"{type(exc).__name__}: {exc}"}
+        _log(f"start-up failed: {type(exc).__name__}: {exc}")
+        with contextlib.suppress(ChannelClosed):
+            await channel.send(Error(id=None, error=error))
+        return EXIT_STARTUP_FAILED
+    await channel.send(
+        Ready(
+            protocol=PROTOCOL_VERSION,
+            pid=os.getpid(),
+            agent_name=getattr(agent, "name", None),
+            max_concurrency=settings.max_concurrency,
+        )
+    )
+    code = await WorkerHost(settings, channel, agent, model, deps).serve()
+    await channel.aclose()
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m axon.worker SOCKET SETTINGS_JSON``."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        _log("usage: python -m axon.worker SOCKET SETTINGS_JSON")
+        return 2
+    _die_with_parent()
+    settings = msgspec.json.decode(args[1], type=WorkerSettings)
+    # The orchestrator stops us with a shutdown frame; SIGINT from a terminal's Ctrl-C must not
+    # kill workers before the orchestrator has drained them.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        import uvloop
+    except ImportError:
+        code = asyncio.run(_main_async(args[0], settings))
+    else:
+        code = uvloop.run(_main_async(args[0], settings))
+    # Everything the orchestrator needs was sent; skip the interpreter's slow teardown of a
+    # large heap (it can take a second) so a stopped worker is gone at once.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

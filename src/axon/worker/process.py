@@ -1,0 +1,557 @@
+"""The parent-side handle of one worker process.
+
+``WorkerProcess.run()`` is the whole life of one OS process: spawn it in its own process group,
+accept its connection on a private Unix socket, wait for ``ready``, route frames, send
+heartbeats, and return an :class:`ExitInfo` once the process is gone. It is run as a task by the
+agent's supervisor; ``ready`` is a future that resolves when the worker can serve (it is never
+RUNNING before that).
+
+Death is noticed from the process itself, never by polling: EOF on the socket (the kernel
+closes it the instant the process dies) and the child watcher's ``wait()``. At that moment
+every run the worker held ends with ``AgentCrashed`` carrying the exit code or signal.
+
+A worker is killed (SIGKILL to its whole process group) when its event loop stops answering
+pings for ``heartbeat_timeout`` seconds, when it ignores a cancel for ``cancel_grace`` seconds,
+when it sends a frame the stream cannot recover from, or when it is not ready within
+``startup_timeout``.
+
+Cancellation contract: cancelling ``run()`` kills the process group and waits for it to be
+reaped before re-raising, so no process outlives its task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+
+from axon.config import AgentSpec, SupervisorSpec
+from axon.errors import AgentCrashed, AxonError, ProtocolError
+from axon.observability.events import emit
+from axon.protocol.channel import ChannelClosed, FrameChannel
+from axon.protocol.codec import FrameTooLarge
+from axon.protocol.frames import (
+    PROTOCOL_VERSION,
+    Cancel,
+    Error,
+    Event,
+    Frame,
+    Hello,
+    Ping,
+    Pong,
+    Ready,
+    Result,
+    Run,
+    Shutdown,
+)
+from axon.worker.host import WorkerSettings
+
+__all__ = ["ExitInfo", "RunCall", "StartupFailed", "WorkerGone", "WorkerProcess"]
+
+_EOF_REAP_TIMEOUT = 1.0
+"""After EOF, how long the process gets to be reaped before we SIGKILL it."""
+
+
+@dataclass(frozen=True)
+class ExitInfo:
+    """How a worker process ended."""
+
+    pid: int | None
+    code: int | None
+    signal: int | None
+    was_ready: bool
+    requested: bool
+    reason: str | None = None
+
+    def describe(self) -> str:
+        if self.signal is not None:
+            how = f"signal {signal.Signals(self.signal).name}"
+        elif self.code is not None:
+            how = f"exit code {self.code}"
+        else:
+            how = "never started"
+        return f"{how} ({self.reason})" if self.reason else how
+
+
+class StartupFailed(AxonError):
+    """The worker exited, or was killed, before it said ``ready``."""
+
+    type = "startup_failed"
+
+
+class WorkerGone(Exception):
+    """The run could not be sent: the worker's connection is already closed. Nothing reached
+    the worker, so the router may safely send the run elsewhere."""
+
+
+class RunCall:
+    """One run in flight on a worker: a stream of ``Event`` frames ending in ``Result``."""
+
+    __slots__ = ("_queue", "done", "id", "started")
+
+    def __init__(self, run_id: int) -> None:
+        self.id = run_id
+        self.started = time.perf_counter()
+        self.done = False
+        self._queue: asyncio.Queue[Event | Result | AxonError] = asyncio.Queue()
+
+    def deliver(self, item: Event | Result | AxonError) -> None:
+        """Hand the next frame (or the run's error) to whoever awaits ``next()``."""
+        self._queue.put_nowait(item)
+
+    async def next(self) -> Event | Result:
+        """The next event or the final result; raises the run's ``AxonError`` if it failed."""
+        item = await self._queue.get()
+        if isinstance(item, AxonError):
+            raise item
+        return item
+
+
+class WorkerProcess:
+    """One worker process of one agent (see module docstring)."""
+
+    def __init__(
+        self,
+        spec: AgentSpec,
+        supervision: SupervisorSpec,
+        *,
+        index: int,
+        generation: int,
+        socket_dir: Path,
+        on_capacity: Callable[[], None] = lambda: None,
+        on_load: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.spec = spec
+        self._on_load = on_load  # a run started: load went up, no capacity was freed
+        self.index = index
+        self.generation = generation
+        self._supervision = supervision
+        self._socket_path = socket_dir / f"w{index}-g{generation}.sock"
+        self._on_capacity = on_capacity
+        self.pid: int | None = None
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.startup_seconds: float | None = None
+        self._channel: FrameChannel | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+        self._runs: dict[int, RunCall] = {}
+        self._run_ids = itertools.count(1)
+        self._ping_seq = itertools.count(1)
+        self._last_pong = 0.0
+        self._stop_requested = False
+        self._kill_reason: str | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._gone = asyncio.Event()
+
+    # -- what the router sees ------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._runs)
+
+    @property
+    def serving(self) -> bool:
+        """Ready, not stopping, and not dead."""
+        return (
+            self.ready.done()
+            and not self.ready.cancelled()
+            and self.ready.exception() is None
+            and not self._stop_requested
+            and not self._gone.is_set()
+            and self._channel is not None
+            and not self._channel.closed
+        )
+
+    def start_run(
+        self,
+        prompt: str,
+        history: bytes,
+        conversation_id: str | None,
+        timeout: float | None,
+        stream: bool,
+    ) -> RunCall:
+        """Send a ``run`` frame now (no await: callers rely on it to keep slot counts exact)."""
+        assert self._channel is not None
+        call = RunCall(next(self._run_ids))
+        self._runs[call.id] = call
+        self._on_load()
+        frame = Run(
+            id=call.id,
+            prompt=prompt,
+            history=history,
+            conversation_id=conversation_id,
+            timeout=timeout,
+            stream=stream,
+        )
+        try:
+            self._channel.send_nowait(frame)
+        except ChannelClosed:
+            self._runs.pop(call.id, None)
+            raise WorkerGone(self.pid) from None
+        return call
+
+    def cancel_run(self, call: RunCall) -> None:
+        """Ask the worker to cancel ``call``; kill the worker if it has not ended it in time."""
+        if call.done or self._channel is None:
+            return
+        with contextlib.suppress(ChannelClosed):
+            self._channel.send_nowait(Cancel(id=call.id))
+        self._spawn_task(self._enforce_cancel(call))
+
+    async def _enforce_cancel(self, call: RunCall) -> None:
+        await asyncio.sleep(self._supervision.cancel_grace)
+        if not call.done and not self._gone.is_set():
+            self.kill(f"run {call.id} ignored cancel for {self._supervision.cancel_grace:g}s")
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    async def run(self) -> ExitInfo:
+        """Spawn, serve, and return how the process ended (see module docstring)."""
+        emit(
+            "worker.start",
+            logging.INFO,
+            agent=self.spec.id,
+            worker=self.index,
+            generation=self.generation,
+        )
+        started = time.perf_counter()
+        connected: asyncio.Future[FrameChannel] = asyncio.get_running_loop().create_future()
+
+        def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if connected.done():
+                writer.close()  # only the worker we spawned may connect, once
+            else:
+                connected.set_result(FrameChannel(reader, writer))
+
+        with contextlib.suppress(FileNotFoundError):
+            self._socket_path.unlink()
+        server = await asyncio.start_unix_server(on_connect, path=str(self._socket_path))
+        try:
+            self._proc = await self._spawn()
+        except OSError as exc:
+            server.close()
+            self._fail_ready(StartupFailed(f"cannot spawn worker: {exc}"))
+            return ExitInfo(None, None, None, False, self._stop_requested, f"spawn failed: {exc}")
+        self.pid = self._proc.pid
+        try:
+            return await self._supervise(server, connected, started)
+        except asyncio.CancelledError:
+            self.kill("supervisor cancelled")
+            with contextlib.suppress(ProcessLookupError, ChildProcessError):
+                await asyncio.shield(self._proc.wait())
+            raise
+        finally:
+            server.close()
+            with contextlib.suppress(FileNotFoundError):
+                self._socket_path.unlink()
+            for task in self._tasks:
+                task.cancel()
+
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        settings = WorkerSettings(
+            agent_id=self.spec.id,
+            agent=self.spec.agent,
+            model=self.spec.model,
+            deps=self.spec.deps,
+            max_concurrency=self.spec.max_concurrency,
+        )
+        env = {**os.environ, **self.spec.env, "PYTHONUNBUFFERED": "1"}
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "axon.worker",
+            str(self._socket_path),
+            msgspec.json.encode(settings).decode(),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+            env=env,
+        )
+
+    async def _supervise(
+        self, server: asyncio.Server, connected: asyncio.Future[FrameChannel], started: float
+    ) -> ExitInfo:
+        proc = self._proc
+        assert proc is not None
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        self._spawn_task(self._pump_output(proc.stdout, "stdout"))
+        self._spawn_task(self._pump_output(proc.stderr, "stderr"))
+        waiter = asyncio.ensure_future(proc.wait())
+        startup_timer = asyncio.get_running_loop().call_later(
+            self._supervision.startup_timeout,
+            lambda: self.kill(f"not ready within {self._supervision.startup_timeout:g}s"),
+        )
+        try:
+            done, _ = await asyncio.wait({waiter, connected}, return_when=asyncio.FIRST_COMPLETED)
+            if connected in done:
+                server.close()
+                self._channel = connected.result()
+                reader = asyncio.ensure_future(self._read_loop(started))
+                await asyncio.wait({waiter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if reader.done():
+                    # EOF or an unrecoverable stream: the process is dying or must die.
+                    grace = (
+                        self._supervision.shutdown_timeout
+                        if self._stop_requested
+                        else _EOF_REAP_TIMEOUT
+                    )
+                    try:
+                        await asyncio.wait_for(asyncio.shield(waiter), grace)
+                    except TimeoutError:
+                        self.kill("connection lost but process still alive")
+                        await waiter
+                else:
+                    # The process is gone; frames it wrote before dying may still be buffered.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(reader, _EOF_REAP_TIMEOUT)
+            else:
+                connected.cancel()
+        finally:
+            startup_timer.cancel()
+        return self._finish(proc.returncode)
+
+    def _finish(self, returncode: int | None) -> ExitInfo:
+        self._gone.set()
+        code = returncode if returncode is not None and returncode >= 0 else None
+        sig = -returncode if returncode is not None and returncode < 0 else None
+        info = ExitInfo(
+            pid=self.pid,
+            code=code,
+            signal=sig,
+            was_ready=self.ready.done()
+            and not self.ready.cancelled()
+            and self.ready.exception() is None,
+            requested=self._stop_requested,
+            reason=self._kill_reason,
+        )
+        crash = self._crash_error(info)
+        for call in self._runs.values():
+            call.done = True
+            call.deliver(crash)
+        self._runs.clear()
+        self._fail_ready(StartupFailed(f"worker exited during start-up: {info.describe()}"))
+        abnormal = not info.requested and (info.code != 0 or info.signal is not None)
+        emit(
+            "worker.exit",
+            logging.WARNING if abnormal else logging.INFO,
+            agent=self.spec.id,
+            worker=self.index,
+            pid=self.pid,
+            exit_code=info.code,
+            signal=info.signal,
+            reason=info.reason,
+            was_ready=info.was_ready,
+        )
+        if self._channel is not None:
+            # Synchronously: run() cancels our tasks as soon as we return, so a spawned
+            # aclose() would never start and the transport would leak (ResourceWarning).
+            self._channel.close()
+        self._on_capacity()
+        return info
+
+    def _crash_error(self, info: ExitInfo | None = None) -> AgentCrashed:
+        return AgentCrashed(
+            self.spec.id,
+            pid=self.pid,
+            exit_code=info.code if info else None,
+            signal=info.signal if info else None,
+            reason=(info.reason if info else None) or "worker connection lost",
+        )
+
+    def _fail_ready(self, error: BaseException) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(error)
+            self.ready.exception()  # mark retrieved: a start-up failure is reported via exit
+
+    async def _read_loop(self, started: float) -> None:
+        channel = self._channel
+        assert channel is not None
+        while True:
+            try:
+                frame = await channel.recv()
+            except ChannelClosed:
+                return
+            except FrameTooLarge as exc:
+                self._protocol_error(exc.message)
+                self.kill("unrecoverable frame from worker")
+                return
+            except ProtocolError as exc:
+                self._protocol_error(exc.message)
+                with contextlib.suppress(ChannelClosed):
+                    channel.send_nowait(Error(id=None, error=exc.to_dict()))
+                continue
+            self._handle(frame, started)
+
+    def _handle(self, frame: Frame, started: float) -> None:
+        match frame:
+            case Pong():
+                self._last_pong = time.monotonic()
+            case Event(id=run_id) | Result(id=run_id):
+                call = self._runs.get(run_id)
+                if call is None:
+                    return  # a late frame of a run we already gave up on
+                if isinstance(frame, Result):
+                    self._end_run(call)
+                call.deliver(frame)
+            case Error(id=None, error=error) if error.get("type") == "startup_failed":
+                emit(
+                    "worker.startup_failed",
+                    logging.ERROR,
+                    agent=self.spec.id,
+                    worker=self.index,
+                    pid=self.pid,
+                    message=error.get("message"),
+                )
+            case Error(id=None, error=error):
+                self._protocol_error(f"worker reported: {error.get('message')}")
+            case Error(id=int(run_id), error=error):
+                call = self._runs.get(run_id)
+                if call is not None:
+                    self._end_run(call)
+                    call.deliver(AxonError.from_dict(error))
+            case Hello(protocol=version) | Ready(protocol=version) if version != PROTOCOL_VERSION:
+                self._protocol_error(f"worker speaks protocol {version}, not {PROTOCOL_VERSION}")
+                self.kill("protocol version mismatch")
+            case Hello():
+                pass
+            case Ready():
+                self.startup_seconds = time.perf_counter() - started
+                self._last_pong = time.monotonic()
+                if not self.ready.done():
+                    self.ready.set_result(None)
+                emit(
+                    "worker.ready",
+                    logging.INFO,
+                    agent=self.spec.id,
+                    worker=self.index,
+                    pid=self.pid,
+                    startup_s=round(self.startup_seconds, 4),
+                )
+                self._spawn_task(self._heartbeat())
+                self._on_capacity()
+            case _:
+                self._protocol_error(f"unexpected {type(frame).__name__} frame from worker")
+                with contextlib.suppress(ChannelClosed):
+                    err = ProtocolError(
+                        f"unexpected frame kind from worker: {type(frame).__name__}"
+                    )
+                    self._channel.send_nowait(Error(id=None, error=err.to_dict()))  # type: ignore[union-attr]
+
+    def _end_run(self, call: RunCall) -> None:
+        call.done = True
+        self._runs.pop(call.id, None)
+        self._on_capacity()
+
+    def _protocol_error(self, message: str) -> None:
+        emit(
+            "protocol.error",
+            logging.ERROR,
+            agent=self.spec.id,
+            worker=self.index,
+            pid=self.pid,
+            message=message,
+        )
+
+    async def _heartbeat(self) -> None:
+        interval = self._supervision.heartbeat_interval
+        limit = self._supervision.heartbeat_timeout
+        # A worker being stopped is governed by the stop's own timeouts (it may be finishing
+        # long runs); it is not judged as hung.
+        while not self._gone.is_set() and not self._stop_requested:
+            silent = time.monotonic() - self._last_pong
+            if silent > limit:
+                emit(
+                    "worker.hung",
+                    logging.ERROR,
+                    agent=self.spec.id,
+                    worker=self.index,
+                    pid=self.pid,
+                    silent_s=round(silent, 3),
+                )
+                self.kill(f"hung: no heartbeat for {silent:.1f}s")
+                return
+            if self._channel is not None:
+                with contextlib.suppress(ChannelClosed):
+                    self._channel.send_nowait(Ping(seq=next(self._ping_seq)))
+            await asyncio.sleep(interval)
+
+    async def _pump_output(self, stream: asyncio.StreamReader, name: str) -> None:
+        while line := await stream.readline():
+            emit(
+                "worker.output",
+                logging.INFO,
+                agent=self.spec.id,
+                worker=self.index,
+                pid=self.pid,
+                stream=name,
+                line=line.decode(errors="replace").rstrip(),
+            )
+
+    def _spawn_task(self, coro: object) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- stopping ---------------------------------------------------------------------------
+
+    def cut_connection(self) -> None:
+        """Drop the socket to the worker abruptly (fault injection: a communication failure)."""
+        if self._channel is not None:
+            self._channel.abort()
+
+    def kill(self, reason: str) -> None:
+        """SIGKILL the worker's whole process group now."""
+        if self._proc is None or self._proc.returncode is not None:
+            return
+        if self._kill_reason is None:
+            self._kill_reason = reason
+        emit(
+            "worker.kill",
+            logging.WARNING,
+            agent=self.spec.id,
+            worker=self.index,
+            pid=self.pid,
+            reason=reason,
+        )
+        _signal_group(self._proc.pid, signal.SIGKILL)
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop politely: ``shutdown`` frame, then SIGTERM, then SIGKILL of the process group.
+
+        Each step waits up to ``timeout`` (default: the supervisor's ``shutdown_timeout``).
+        Returns once the process is gone.
+        """
+        self._stop_requested = True
+        self._on_capacity()
+        timeout = self._supervision.shutdown_timeout if timeout is None else timeout
+        proc = self._proc
+        if proc is None:
+            return
+        if self._channel is not None:
+            with contextlib.suppress(ChannelClosed):
+                self._channel.send_nowait(Shutdown(grace=timeout))
+        else:
+            _signal_group(proc.pid, signal.SIGTERM)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                await asyncio.wait_for(self._gone.wait(), timeout)
+                return
+            except TimeoutError:
+                _signal_group(proc.pid, sig)
+        await self._gone.wait()
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
