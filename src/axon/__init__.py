@@ -17,11 +17,13 @@ from axon.errors import (
     AxonError,
     ConfigError,
     ConversationBusy,
+    ConversationNotFound,
     InvalidRequest,
     Overloaded,
     ProtocolError,
     RunInterrupted,
     StoreUnavailable,
+    Unauthorized,
 )
 from axon.replies import FinalResult, Reply, StreamEvent, TextDelta, ToolCall, ToolResult
 from axon.runtime import Axon
@@ -45,6 +47,7 @@ __all__ = [
     "AxonError",
     "ConfigError",
     "ConversationBusy",
+    "ConversationNotFound",
     "ExitRecord",
     "FinalResult",
     "InvalidRequest",
@@ -61,6 +64,7 @@ __all__ = [
     "TextDelta",
     "ToolCall",
     "ToolResult",
+    "Unauthorized",
     "WorkerState",
     "WorkerStatus",
     "__version__",

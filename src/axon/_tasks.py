@@ -49,9 +49,12 @@ class TaskSet:
     def __len__(self) -> int:
         return len(self._tasks)
 
-    async def aclose(self) -> None:
-        """Cancel every task still running and wait for all of them."""
+    async def aclose(self, grace: float = 0.0) -> None:
+        """Let the tasks still running finish for up to ``grace`` seconds, then cancel the rest
+        and wait for all of them. No task can be added afterwards."""
         self._closed = True
+        if grace > 0 and self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=grace)
         while self._tasks:
             pending = list(self._tasks)
             for task in pending:

@@ -22,11 +22,13 @@ __all__ = [
     "AxonError",
     "ConfigError",
     "ConversationBusy",
+    "ConversationNotFound",
     "InvalidRequest",
     "Overloaded",
     "ProtocolError",
     "RunInterrupted",
     "StoreUnavailable",
+    "Unauthorized",
 ]
 
 
@@ -115,6 +117,28 @@ class AgentNotFound(AxonError):
 
     def __init__(self, agent_id: str) -> None:
         super().__init__(f"no agent named {agent_id!r} is configured", agent_id=agent_id)
+
+
+class ConversationNotFound(AxonError):
+    """No run was ever committed to this conversation (or it was deleted)."""
+
+    type = "conversation_not_found"
+    conversation_id: str
+
+    def __init__(self, conversation_id: str) -> None:
+        super().__init__(
+            f"no conversation {conversation_id!r} exists", conversation_id=conversation_id
+        )
+
+
+class Unauthorized(AxonError):
+    """The HTTP API requires a bearer token (``Authorization: Bearer ...``) and the request had
+    none, or a wrong one."""
+
+    type = "unauthorized"
+
+    def __init__(self, message: str = "a valid bearer token is required") -> None:
+        super().__init__(message)
 
 
 class AgentUnavailable(AxonError):

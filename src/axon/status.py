@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["AgentStatus", "ExitRecord", "WorkerStatus"]
+__all__ = ["AgentStatus", "ExitRecord", "Readiness", "WorkerStatus"]
 
 
 @dataclass(frozen=True)
@@ -51,3 +51,16 @@ class AgentStatus:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "in_flight": self.in_flight}
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """Whether the runtime can serve requests now (``/readyz``)."""
+
+    ready: bool
+    store_error: str | None
+    """Why the store did not answer, or None if it did."""
+    agents: dict[str, str]
+    """Every agent's state."""
+    not_serving: list[str]
+    """Agents that are not FAILED but have no RUNNING worker yet (starting, restarting)."""

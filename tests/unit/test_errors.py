@@ -19,11 +19,13 @@ from axon.errors import (
     AxonError,
     ConfigError,
     ConversationBusy,
+    ConversationNotFound,
     InvalidRequest,
     Overloaded,
     ProtocolError,
     RunInterrupted,
     StoreUnavailable,
+    Unauthorized,
 )
 
 # One or more instances per class exported by axon.errors: a new error class must be added here.
@@ -46,6 +48,8 @@ SAMPLES: dict[str, list[AxonError]] = {
     "AgentRunFailed": [AgentRunFailed("a", remote_type="RuntimeError", remote_message="boom")],
     "Overloaded": [Overloaded("a", queue_size=1024, retry_after=1.0)],
     "ConversationBusy": [ConversationBusy("c-42")],
+    "ConversationNotFound": [ConversationNotFound("c-404")],
+    "Unauthorized": [Unauthorized(), Unauthorized("wrong token")],
     "ProtocolError": [ProtocolError("invalid frame: bad kind")],
     "RunInterrupted": [RunInterrupted("c-1")],
     "StoreUnavailable": [StoreUnavailable("sqlite", "database is locked", retry_after=0.5)],

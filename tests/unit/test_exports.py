@@ -39,11 +39,13 @@ PUBLIC = {
     "AgentUnavailable",
     "ConfigError",
     "ConversationBusy",
+    "ConversationNotFound",
     "InvalidRequest",
     "Overloaded",
     "ProtocolError",
     "RunInterrupted",
     "StoreUnavailable",
+    "Unauthorized",
     "__version__",
 }
 

@@ -81,6 +81,10 @@ class ConversationStore(Protocol):
         """Connect and bring the schema up to date (versioned migrations); idempotent."""
         ...
 
+    async def ping(self) -> None:
+        """Check the store answers now (``/readyz``); raise ``StoreUnavailable`` if not."""
+        ...
+
     async def load(self, conversation_id: str) -> History:
         """The conversation's history (an empty one at revision 0 if it does not exist)."""
         ...

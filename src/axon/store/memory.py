@@ -25,6 +25,9 @@ class InMemoryStore:
     async def open(self) -> None:
         return None
 
+    async def ping(self) -> None:
+        return None
+
     async def load(self, conversation_id: str) -> History:
         conv = self._conversations.get(conversation_id)
         if conv is None:

@@ -376,6 +376,10 @@ class PostgresStore:
 
     # -- operations -------------------------------------------------------------------------
 
+    async def ping(self) -> None:
+        async with self._connection() as conn:
+            await conn.fetchval("SELECT 1")
+
     async def load(self, conversation_id: str) -> History:
         async with self._connection() as conn:
             row = await conn.fetchrow(_LOAD, conversation_id)

@@ -175,6 +175,9 @@ class SqliteStore:
 
     # -- the store interface ----------------------------------------------------------------
 
+    async def ping(self) -> None:
+        await self._run(self._ping_sync)
+
     async def load(self, conversation_id: str) -> History:
         return await self._run(self._load_sync, conversation_id)
 
@@ -248,6 +251,9 @@ class SqliteStore:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
+
+    def _ping_sync(self) -> None:
+        self._connection().execute("SELECT 1").fetchone()
 
     def _load_sync(self, conversation_id: str) -> History:
         conn = self._connection()

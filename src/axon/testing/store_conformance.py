@@ -46,7 +46,7 @@ from pydantic_ai.messages import (
     UserPromptPart,
 )
 
-from axon.errors import AxonError
+from axon.errors import AxonError, StoreUnavailable
 from axon.store.base import ConversationStore, StoreConflict
 
 __all__ = ["StoreConformance", "exchange", "prompts_of", "to_json"]
@@ -119,6 +119,17 @@ class StoreConformance:
         assert json.loads(history.messages) == []
         assert history.revision == 0
         assert await store.list_conversations() == []
+
+    async def test_ping_answers_when_open_and_refuses_when_closed(
+        self, store: ConversationStore
+    ) -> None:
+        await store.ping()
+        if self.persistent:  # a closed database store cannot answer
+            await store.close()
+            with pytest.raises(StoreUnavailable):
+                await store.ping()
+            await store.open()
+            await store.ping()
 
     async def test_commit_then_load_round_trips_pydantic_ai_messages(
         self, store: ConversationStore
