@@ -7,12 +7,13 @@ import contextlib
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from axon import AgentSpec, Axon, SupervisorSpec
-from axon.testing import EventLog, capture_events
+from axon.testing import AxonServer, EventLog, capture_events
 
 WEATHER = "axon.examples.weather:weather_agent"
 MISBEHAVING = "axon.examples.misbehaving:misbehaving_agent"
@@ -66,6 +67,83 @@ async def start_axon() -> AsyncIterator[StartAxon]:
         await axon.stop()
         leftovers = {pid for pid in seen if pid_alive(pid)}
         assert not leftovers, f"worker processes outlived the runtime: {leftovers}"
+
+
+ServeAxon = Callable[..., Awaitable[AxonServer]]
+
+# A config for ``axon serve`` subprocesses in tests: the demo's agents with fast restarts.
+TEST_SERVER_TOML = """\
+[runtime]
+store = "sqlite:///axon.db"
+shutdown_grace = 10
+
+[supervisor]
+backoff_initial = 0.01
+backoff_max = 0.5
+heartbeat_interval = 0.25
+heartbeat_timeout = 4.0
+cancel_grace = 1.0
+shutdown_timeout = 3.0
+
+[[agents]]
+id = "python_agent_1"
+agent = "axon.examples.weather:weather_agent"
+workers = 2
+
+[[agents]]
+id = "python_agent_2"
+agent = "axon.examples.weather:weather_agent"
+
+[[agents]]
+id = "misbehaving"
+agent = "axon.examples.misbehaving:misbehaving_agent"
+timeout = 10
+"""
+
+
+@pytest.fixture
+async def serve_axon(tmp_path: Path) -> AsyncIterator[ServeAxon]:
+    """``await serve_axon(toml=TEST_SERVER_TOML, env=..., args=...)`` -> a running
+    ``axon serve`` subprocess (``server.url``) in ``tmp_path``.
+
+    At teardown each server still running gets SIGTERM and must exit 0, and none of its worker
+    processes may be left.
+    """
+    servers: list[tuple[AxonServer, set[int]]] = []
+
+    async def serve(
+        toml: str | None = TEST_SERVER_TOML,
+        *,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+        listen: str = "127.0.0.1:0",
+    ) -> AxonServer:
+        config = None
+        if toml is not None:
+            config = tmp_path / f"axon-{len(servers)}.toml"
+            config.write_text(toml)
+        server = await AxonServer.start(config, cwd=tmp_path, env=env, args=args, listen=listen)
+        servers.append((server, set(descendant_pids(server.pid))))
+        return server
+
+    yield serve
+    for server, pids in reversed(servers):
+        pids |= set(descendant_pids(server.pid))
+        if server.process.returncode is None:
+            code = await server.stop()
+            assert code == 0, f"axon serve exited with {code}:\n{server.logs()}"
+        leftovers = {pid for pid in pids if pid_alive(pid)}
+        assert not leftovers, f"worker processes outlived axon serve: {leftovers}"
+
+
+def descendant_pids(pid: int) -> list[int]:
+    """Every living descendant of ``pid`` (worker processes of an ``axon serve``)."""
+    import psutil
+
+    try:
+        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
 
 
 @pytest.fixture

@@ -131,7 +131,15 @@ class RuntimeSpec(_Spec):
     store: str = "memory://"
     """Where conversations are kept: ``memory://``, ``sqlite:///PATH`` or ``postgresql://...``."""
     listen: str = "127.0.0.1:8000"
-    """``host:port`` of the HTTP edge (``[::1]:8000`` for IPv6)."""
+    """``host:port`` of the HTTP edge (``[::1]:8000`` for IPv6). Anything but a loopback address
+    needs an API token."""
+    api_token: str | None = Field(default=None, min_length=16)
+    """Bearer token the HTTP API requires on every route but ``/healthz``; the environment
+    variable ``AXON_API_TOKEN`` is used when this is unset."""
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    """Largest HTTP request body accepted (413 beyond it)."""
+    shutdown_grace: float = Field(default=30.0, ge=0)
+    """Seconds in-flight HTTP requests get to finish on SIGINT/SIGTERM before they are cancelled."""
     log_format: Literal["text", "json"] = "text"
 
     @field_validator("store")

@@ -46,13 +46,20 @@ from axon.errors import (
     ConversationBusy,
     InvalidRequest,
     RunInterrupted,
+    StoreUnavailable,
 )
 from axon.observability.events import emit
 from axon.protocol.frames import Event, Result
 from axon.replies import FinalResult, Reply, StreamEvent, TextDelta, ToolCall, ToolResult
 from axon.router import AgentRouter
-from axon.status import AgentStatus
-from axon.store.base import ConversationInfo, ConversationStore, StoreConflict, open_store
+from axon.status import AgentStatus, Readiness
+from axon.store.base import (
+    ConversationInfo,
+    ConversationStore,
+    History,
+    StoreConflict,
+    open_store,
+)
 from axon.supervisor.states import AgentState
 from axon.supervisor.supervisor import AgentSupervisor
 from axon.validation import (
@@ -299,6 +306,10 @@ class Axon:
         except AxonError as exc:
             outcome = exc.type
             raise
+        except (asyncio.CancelledError, GeneratorExit):
+            if outcome != "ok":  # not a caller leaving after its reply
+                outcome = "cancelled"
+            raise
         finally:
             emit(
                 "run.finished",
@@ -338,7 +349,32 @@ class Axon:
     async def export_conversation(self, conversation_id: str) -> bytes:
         """The conversation's committed history as pydantic-ai JSON (``ModelMessagesTypeAdapter``
         format, loadable with ``ModelMessagesTypeAdapter.validate_json``)."""
-        return (await self._store.load(check_conversation_id(conversation_id))).messages
+        return (await self.load_conversation(conversation_id)).messages
+
+    async def load_conversation(self, conversation_id: str) -> History:
+        """The conversation's committed history as pydantic-ai JSON bytes, with its revision
+        (the number of runs committed; 0 for a conversation that does not exist)."""
+        return await self._store.load(check_conversation_id(conversation_id))
+
+    async def check_ready(self, *, store_timeout: float = 2.0) -> Readiness:
+        """Whether this runtime can serve: the store answers within ``store_timeout`` and every
+        agent that is not FAILED has a RUNNING worker (``/readyz``)."""
+        store_error: str | None = None
+        try:
+            async with asyncio.timeout(store_timeout):
+                await self._store.ping()
+        except StoreUnavailable as exc:
+            store_error = exc.message
+        except TimeoutError:
+            store_error = f"the store did not answer within {store_timeout:g}s"
+        agents = self.agents()
+        waiting = [a.id for a in agents if a.state != AgentState.FAILED and not a.serving]
+        return Readiness(
+            ready=self._started and store_error is None and not waiting,
+            store_error=store_error,
+            agents={a.id: a.state for a in agents},
+            not_serving=waiting,
+        )
 
     async def list_conversations(
         self, agent_id: str | None = None, *, limit: int = 100, after: str | None = None

@@ -15,11 +15,13 @@ import pytest
 from ..conftest import pid_alive
 
 AXON = [sys.executable, "-m", "axon.cli"]
+READY = "axon is serving"  # printed once the server accepts requests
 
 
 def _start_serve(*args: str, cwd: Path) -> subprocess.Popen[str]:
+    """``axon serve ARGS`` on a free loopback port (the demo's default is port 8000)."""
     return subprocess.Popen(
-        [*AXON, "serve", *args],
+        [*AXON, "serve", *args, "--listen", "127.0.0.1:0"],
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -49,7 +51,8 @@ def test_serve_demo_stops_gracefully_on_signal_and_leaves_no_worker(
     tmp_path: Path, sig: signal.Signals
 ) -> None:
     proc = _start_serve(cwd=tmp_path)
-    out = _read_until(proc, "Press Ctrl-C")
+    out = _read_until(proc, READY)
+    assert re.search(r"axon is serving the built-in demo on http://127\.0\.0\.1:\d+", out), out
     for agent in ("python_agent_1", "python_agent_2", "misbehaving"):
         assert agent in out
     pids = {int(p) for p in re.findall(r"worker=\d+ pid=(\d+) startup_s", out)}
@@ -68,13 +71,18 @@ def test_serve_json_logs_are_one_object_per_line(tmp_path: Path) -> None:
     import json
 
     proc = _start_serve("--log-format", "json", cwd=tmp_path)
-    out = _read_until(proc, "Press Ctrl-C")
+    out = _read_until(proc, READY)
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=60)
-    events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, rest
+    logged = [line for line in (out + rest).splitlines() if line.startswith("{")]
+    events = [json.loads(line) for line in logged]  # each line is one whole JSON object
     ready = [e for e in events if e["event"] == "worker.ready"]
     assert len(ready) == 4
     assert {"agent", "worker", "pid", "startup_s", "ts", "level"} <= set(ready[0])
+    [listening] = [e for e in events if e["event"] == "http.listening"]
+    assert listening["url"].startswith("http://127.0.0.1:")
+    assert len([e for e in events if e["event"] == "worker.exit"]) == 4  # logged while stopping
 
 
 def test_serve_with_an_invalid_config_exits_2_naming_the_key(tmp_path: Path) -> None:

@@ -21,10 +21,16 @@ agent.restart          WARNING  agent, worker, attempt, delay_s, cause
 agent.failed           ERROR    agent, restarts, window_s, cooldown_s
 agent.state            INFO     agent, previous, state
 run.routed             DEBUG    agent, worker, pid, run, conversation
-run.finished           INFO     agent, conversation, latency_s, outcome
+run.finished           INFO     agent, conversation, latency_s, outcome ("ok", the error's
+                                 type, or "cancelled": the caller left or cancelled)
 run.timeout            WARNING  agent, conversation, timeout_s
 protocol.error         ERROR    agent, worker, pid, message
 task.failed            ERROR    owner, task, error (a bug: a background task raised)
+http.listening         INFO     url, auth (whether a bearer token is required)
+http.shutdown          INFO     grace_s (stopped accepting; in-flight requests finish)
+http.disconnected      INFO     agent, conversation, on_disconnect (client left mid-run)
+http.cut               WARNING  method, path (still running when the shutdown grace ended)
+http.internal_error    ERROR    method, path, error (a bug: answered with a bare 500)
 =====================  =======  ================================================
 """
 

@@ -40,21 +40,26 @@ class TextFormatter(logging.Formatter):
         event = getattr(record, "event", None) or record.getMessage()
         pairs = " ".join(f"{k}={v}" for k, v in _fields(record).items())
         stamp = self.formatTime(record, "%H:%M:%S")
-        return f"{stamp} {record.levelname:<7} {event} {pairs}".rstrip()
+        line = f"{stamp} {record.levelname:<7} {event} {pairs}".rstrip()
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
 
 
 def configure_logging(fmt: Literal["text", "json"] = "text", level: int = logging.INFO) -> None:
-    """Send the ``axon`` logger's records to stderr in the given format (idempotent)."""
-    logger = logging.getLogger(LOGGER_NAME)
-    for handler in list(logger.handlers):
-        if getattr(handler, "_axon", False):
-            logger.removeHandler(handler)
+    """Send the ``axon`` logger's records to stderr in the given format (idempotent), and the
+    HTTP server's (uvicorn's) warnings and errors the same way."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler._axon = True  # type: ignore[attr-defined]
-    logger.addHandler(handler)
-    logger.setLevel(level)
-    logger.propagate = False
+    for name, logger_level in ((LOGGER_NAME, level), ("uvicorn.error", logging.WARNING)):
+        logger = logging.getLogger(name)
+        for old in list(logger.handlers):
+            if getattr(old, "_axon", False):
+                logger.removeHandler(old)
+        logger.addHandler(handler)
+        logger.setLevel(max(level, logger_level))
+        logger.propagate = False
     # asyncpg logs a traceback on every background reconnect attempt while Postgres is down;
     # Axon already reports the outage as StoreUnavailable, so keep only its real errors.
     logging.getLogger("asyncpg").setLevel(logging.CRITICAL)

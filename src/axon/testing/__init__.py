@@ -24,9 +24,11 @@ from axon.testing.helpers import (
     wait_until_serving,
     worker_pids,
 )
+from axon.testing.server import AxonServer
 from axon.testing.tcp_relay import TcpRelay
 
 __all__ = [
+    "AxonServer",
     "EventLog",
     "FakeClock",
     "LoggedEvent",

@@ -1,0 +1,307 @@
+"""A small synchronous client of Axon's HTTP API (what the ``axon`` CLI uses).
+
+```python
+from axon.client import AxonClient
+
+with AxonClient("http://127.0.0.1:8000", token=None) as client:
+    reply = client.send("python_agent_1", "What is the weather in Paris?")
+    print(reply["output"], reply["conversation_id"])
+    for event, data in client.stream("python_agent_1", "And in Rome?",
+                                     conversation_id=reply["conversation_id"]):
+        if event == "text_delta":
+            print(data["text"], end="", flush=True)
+```
+
+Every failure is an :class:`~axon.errors.AxonError`: an HTTP error envelope (or an SSE ``error``
+event) becomes the matching subclass (``AgentNotFound``, ``Overloaded`` with ``retry_after``,
+``Unauthorized``, ...) through :meth:`AxonError.from_dict`; an error type this client does not
+know becomes :class:`RemoteError`; a server that cannot be reached raises
+:class:`ServerUnreachable`, and a connection that breaks mid-answer :class:`ConnectionLost`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Any, Self, cast
+from urllib.parse import quote
+
+import httpx
+from httpx_sse import SSEError, connect_sse
+
+from axon.errors import AxonError
+
+__all__ = [
+    "DEFAULT_URL",
+    "AxonClient",
+    "ConnectionLost",
+    "RemoteError",
+    "ServerUnreachable",
+]
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+STREAM_READ_TIMEOUT = 60.0
+"""Seconds without a byte before a stream is given up (the server sends a keepalive every 15 s)."""
+
+
+class ServerUnreachable(AxonError):
+    """No Axon server answers at ``url`` (connection refused, unknown host, connect timeout)."""
+
+    type = "server_unreachable"
+    url: str
+    reason: str
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"cannot reach an axon server at {url}: {reason}", url=url, reason=reason)
+
+
+class ConnectionLost(AxonError):
+    """The connection to the server at ``url`` broke (or timed out) before the answer was
+    complete. A run may or may not have been committed: check the conversation's history."""
+
+    type = "connection_lost"
+    url: str
+    reason: str
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(
+            f"lost the connection to the axon server at {url}: {reason}", url=url, reason=reason
+        )
+
+
+class RemoteError(AxonError):
+    """An error answer whose type this client does not know (``error_type``, e.g.
+    ``payload_too_large`` or ``not_found`` for an unknown route), with its HTTP ``status``."""
+
+    type = "remote_error"
+    error_type: str
+    status: int | None
+
+    def __init__(self, message: str, *, error_type: str, status: int | None) -> None:
+        super().__init__(message, error_type=error_type, status=status)
+
+
+def error_from_body(body: object, status: int | None) -> AxonError:
+    """The typed error of an error envelope ``{"error": {"type", "message", ...}}`` (or of a
+    body that is not one: a proxy's page, say)."""
+    data = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(data, dict):
+        text = body if isinstance(body, str) else json.dumps(body)
+        return RemoteError(
+            f"HTTP {status}: {text[:200]}".strip(), error_type="http_error", status=status
+        )
+    fields = {str(k): v for k, v in cast(dict[Any, Any], data).items()}
+    sent_status = fields.pop("status", None)  # SSE error events carry the status they stand for
+    if status is None and isinstance(sent_status, int):
+        status = sent_status
+    error = AxonError.from_dict(fields)
+    error_type = str(fields.get("type", ""))
+    if type(error) is AxonError and error_type != AxonError.type:
+        return RemoteError(
+            str(fields.get("message", "")), error_type=error_type or "http_error", status=status
+        )
+    return error
+
+
+def error_type_of(error: AxonError) -> str:
+    """The error's ``type`` as the server named it (also for :class:`RemoteError`)."""
+    return error.error_type if isinstance(error, RemoteError) else error.type
+
+
+class AxonClient:
+    """A synchronous client of one Axon server.
+
+    ``token``: sent as ``Authorization: Bearer <token>``. ``timeout``: seconds to connect, and
+    to wait for answers that are not runs (agents, history, ...). A run (``send``) waits as long
+    as its ``timeout`` plus a margin, or, with none, as long as the server does (it enforces every
+    run's deadline); a stream gives up after 60 s without a byte (the server sends keepalives).
+    """
+
+    def __init__(self, url: str = DEFAULT_URL, token: str | None = None, timeout: float = 30.0):
+        self.url = url.rstrip("/")
+        headers = {"User-Agent": "axon-client"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._timeout = timeout
+        self._http = httpx.Client(
+            base_url=self.url, headers=headers, timeout=timeout, follow_redirects=False
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- runs ------------------------------------------------------------------------------
+
+    def send(
+        self,
+        agent: str,
+        prompt: str,
+        conversation_id: str | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Run ``prompt`` on ``agent`` and return the committed reply: ``{"output",
+        "conversation_id", "run_id", "agent_id", "usage"}``."""
+        body = _message(prompt, conversation_id, timeout, stream=False)
+        return self._json(
+            "POST",
+            f"/v1/agents/{_seg(agent)}/messages",
+            json=body,
+            timeout=self._run_timeout(timeout),
+        )
+
+    def stream(
+        self,
+        agent: str,
+        prompt: str,
+        conversation_id: str | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Run ``prompt`` on ``agent`` as Server-Sent Events: ``(event, data)`` pairs as they
+        arrive: ``text_delta`` ``{"text"}``, ``tool_call`` ``{"tool_name", "args",
+        "tool_call_id"}``, ``tool_result`` ``{"tool_name", "content", "tool_call_id"}``, and last
+        ``final`` (the committed reply, as :meth:`send` returns it). An ``error`` event raises its
+        typed error. Closing the iterator early disconnects, which cancels the run."""
+        body = _message(prompt, conversation_id, timeout, stream=True)
+        path = f"/v1/agents/{_seg(agent)}/messages"
+        stream_timeout = httpx.Timeout(self._timeout, read=STREAM_READ_TIMEOUT)
+        try:
+            with connect_sse(self._http, "POST", path, json=body, timeout=stream_timeout) as source:
+                response = source.response
+                if response.is_error:
+                    response.read()
+                    raise error_from_body(_body_of(response), response.status_code)
+                try:
+                    for sse in source.iter_sse():
+                        if not sse.event or (sse.event == "message" and not sse.data):
+                            continue
+                        data = _parse(sse.data)
+                        if sse.event == "error":
+                            raise error_from_body(data, None)
+                        yield sse.event, data
+                        if sse.event == "final":
+                            return
+                except SSEError as exc:
+                    raise RemoteError(
+                        f"the server did not answer with an event stream: {exc}",
+                        error_type="http_error",
+                        status=response.status_code,
+                    ) from None
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc) from None
+        raise ConnectionLost(self.url, "the event stream ended without a final event")
+
+    # -- agents ----------------------------------------------------------------------------
+
+    def agents(self) -> list[dict[str, Any]]:
+        """Every agent's status (``GET /v1/agents``)."""
+        return cast(list[dict[str, Any]], self._json("GET", "/v1/agents")["agents"])
+
+    def agent(self, agent_id: str) -> dict[str, Any]:
+        """One agent's status: ``id``, ``state``, ``restarts``, ``in_flight``, ``workers``,
+        ``recent_exits``."""
+        return self._json("GET", f"/v1/agents/{_seg(agent_id)}")
+
+    def restart(self, agent: str) -> dict[str, Any]:
+        """Restart the agent's workers; returns its status once it runs again (or is FAILED)."""
+        return self._json(
+            "POST", f"/v1/agents/{_seg(agent)}/restart", timeout=self._run_timeout(None)
+        )
+
+    # -- conversations ---------------------------------------------------------------------
+
+    def history(
+        self, conversation_id: str, offset: int = 0, limit: int | None = None
+    ) -> dict[str, Any]:
+        """``{"conversation_id", "revision", "messages"}``, the messages as pydantic-ai JSON
+        (``pydantic_ai.ModelMessagesTypeAdapter.validate_python(body["messages"])``)."""
+        params: dict[str, int] = {}
+        if offset:
+            params["offset"] = offset
+        if limit is not None:
+            params["limit"] = limit
+        return self._json("GET", f"/v1/conversations/{_seg(conversation_id)}", params=params)
+
+    def delete(self, conversation_id: str) -> None:
+        """Forget a conversation (``ConversationNotFound`` if there is none)."""
+        self._request("DELETE", f"/v1/conversations/{_seg(conversation_id)}")
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _run_timeout(self, run_timeout: float | None) -> httpx.Timeout:
+        read = None if run_timeout is None else run_timeout + 30.0
+        return httpx.Timeout(self._timeout, read=read)
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        response = self._request(method, path, **kwargs)
+        body = _body_of(response)
+        if not isinstance(body, dict):
+            raise RemoteError(
+                f"expected a JSON object from {method} {path}, got: {str(body)[:200]}",
+                error_type="http_error",
+                status=response.status_code,
+            )
+        return cast(dict[str, Any], body)
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc) from None
+        if response.is_error:
+            raise error_from_body(_body_of(response), response.status_code)
+        return response
+
+    def _transport_error(self, exc: httpx.TransportError) -> AxonError:
+        reason = str(exc) or type(exc).__name__
+        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.UnsupportedProtocol):
+            return ServerUnreachable(self.url, reason)
+        if isinstance(exc, httpx.TimeoutException):
+            reason = f"no answer in time ({type(exc).__name__})"
+        return ConnectionLost(self.url, reason)
+
+
+def _message(
+    prompt: str, conversation_id: str | None, timeout: float | None, *, stream: bool
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"prompt": prompt, "stream": stream}
+    if conversation_id is not None:
+        body["conversation_id"] = conversation_id
+    if timeout is not None:
+        body["timeout"] = timeout
+    return body
+
+
+def _seg(value: str) -> str:
+    """One URL path segment (a ``/`` in an id must not reach another route)."""
+    return quote(value, safe="")
+
+
+def _parse(text: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise RemoteError(
+            f"malformed event data: {text[:200]}", error_type="http_error", status=None
+        )
+    return cast(dict[str, Any], data)
+
+
+def _body_of(response: httpx.Response) -> object:
+    try:
+        return response.json()
+    except ValueError:
+        return response.text

@@ -1,0 +1,115 @@
+"""The HTTP edge's gate: bearer-token auth and the request-body size limit, before any route.
+
+A pure ASGI middleware (not Starlette's ``BaseHTTPMiddleware``, which buffers streaming
+responses). The body is read here, bounded, and replayed to the app; later ``receive`` calls
+go straight to the server, so routes can still watch for the client's disconnect.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["OPEN_PATHS", "EdgeGuard"]
+
+OPEN_PATHS = frozenset({"/healthz"})
+"""Routes that never need the token (liveness probes)."""
+
+
+class EdgeGuard:
+    def __init__(self, app: ASGIApp, *, token: str | None, max_body_bytes: int) -> None:
+        self.app = app
+        self._token = token.encode() if token else None
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if not self._authorized(scope):
+            await _reply(
+                send,
+                401,
+                "unauthorized",
+                "a valid bearer token is required (Authorization: Bearer <token>)",
+                extra_headers=[(b"www-authenticate", b"Bearer")],
+            )
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_body_bytes:
+            await self._too_large(send)
+            return
+        body = bytearray()
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # disconnected while sending the body
+                return
+            body += message.get("body", b"")
+            more = bool(message.get("more_body", False))
+            if len(body) > self.max_body_bytes:
+                await self._too_large(send)
+                return
+
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    def _authorized(self, scope: Scope) -> bool:
+        if self._token is None or scope["path"] in OPEN_PATHS:
+            return True
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                scheme, _, credential = value.partition(b" ")
+                return scheme.lower() == b"bearer" and hmac.compare_digest(
+                    credential.strip(), self._token
+                )
+        return False
+
+    async def _too_large(self, send: Send) -> None:
+        await _reply(
+            send,
+            413,
+            "payload_too_large",
+            f"the request body exceeds {self.max_body_bytes} bytes",
+            field="body",
+            limit=self.max_body_bytes,
+        )
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _reply(
+    send: Send,
+    status: int,
+    error_type: str,
+    message: str,
+    *,
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+    **facts: object,
+) -> None:
+    body = json.dumps({"error": {"type": error_type, "message": message, **facts}}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *(extra_headers or []),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,122 @@
+"""One HTTP request's run, driven in a task of its own, so that what a client's disconnect does
+to the run is the client's choice (``on_disconnect``: cancel it, or let it finish and commit)
+and not an accident of when the server notices.
+
+``RunRelay`` drives the runtime's event iterator and hands each event (or the error the run
+ended with) to the request through a queue. ``watch_disconnect`` reads the ASGI ``receive``
+channel (after the body has been read, the only message left is ``http.disconnect``) and tells
+the relay when the client is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Literal
+
+from starlette.types import Receive
+
+from axon._tasks import TaskSet
+from axon.observability.events import emit
+from axon.replies import StreamEvent
+
+__all__ = ["ClientGone", "RunRelay", "watch_disconnect"]
+
+OnDisconnect = Literal["cancel", "finish"]
+
+
+class ClientGone(Exception):
+    """The client disconnected before the run ended; nothing more will be sent to it."""
+
+
+class RunRelay:
+    def __init__(
+        self,
+        events: AsyncIterator[StreamEvent],
+        *,
+        tasks: TaskSet,
+        on_disconnect: OnDisconnect,
+        agent_id: str,
+        conversation_id: str | None,
+    ) -> None:
+        self._events = events
+        self._queue: asyncio.Queue[StreamEvent | BaseException] = asyncio.Queue()
+        self._on_disconnect: OnDisconnect = on_disconnect
+        self._agent_id = agent_id
+        self._conversation_id = conversation_id
+        self._gone = False
+        # In the app's task set, not the request's: a run the client lets finish outlives the
+        # request, and a graceful shutdown waits for it.
+        self._task = tasks.create_task(self._drive())
+
+    async def _drive(self) -> None:
+        try:
+            async for event in self._events:
+                self._queue.put_nowait(event)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # an AxonError, or a bug the edge reports as a bare 500
+            self._queue.put_nowait(exc)
+        finally:
+            # Closing the iterator is what cancels a run that has not ended (commits nothing).
+            aclose = getattr(self._events, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def next(self) -> StreamEvent:
+        """The next event; raises the run's error, or ``ClientGone`` once the client left."""
+        item = await self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def drain(self) -> list[StreamEvent | BaseException]:
+        """What the run produced that was not taken yet (events, or the error it ended with)."""
+        items: list[StreamEvent | BaseException] = []
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if not isinstance(item, ClientGone):
+                items.append(item)
+        return items
+
+    def client_left(self) -> None:
+        if self._gone or self._task.done():
+            return
+        self._gone = True
+        emit(
+            "http.disconnected",
+            logging.INFO,
+            agent=self._agent_id,
+            conversation=self._conversation_id,
+            on_disconnect=self._on_disconnect,
+        )
+        if self._on_disconnect == "cancel":
+            self._task.cancel()
+        self._queue.put_nowait(ClientGone())
+
+    async def aclose(self) -> None:
+        """The request is over (answered or failed): cancel the run unless it may finish."""
+        if not self._gone or self._on_disconnect == "cancel":
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+@contextlib.asynccontextmanager
+async def watch_disconnect(receive: Receive, relay: RunRelay) -> AsyncGenerator[None]:
+    """While inside, a client disconnect is reported to ``relay``."""
+
+    async def watch() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        relay.client_left()
+
+    watcher = asyncio.get_running_loop().create_task(watch())
+    try:
+        yield
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
