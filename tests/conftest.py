@@ -71,8 +71,9 @@ async def start_axon() -> AsyncIterator[StartAxon]:
 
 ServeAxon = Callable[..., Awaitable[AxonServer]]
 
-# A config for ``axon serve`` subprocesses in tests: the demo's agents with fast restarts.
-TEST_SERVER_TOML = """\
+# Configs for ``axon serve`` subprocesses in tests: the demo's agents with fast restarts.
+# WEATHER_SERVER_TOML leaves out the misbehaving agent (for fuzzing: no prompt can crash it).
+WEATHER_SERVER_TOML = """\
 [runtime]
 store = "sqlite:///axon.db"
 shutdown_grace = 10
@@ -93,12 +94,16 @@ workers = 2
 [[agents]]
 id = "python_agent_2"
 agent = "axon.examples.weather:weather_agent"
-
+"""
+TEST_SERVER_TOML = (
+    WEATHER_SERVER_TOML
+    + """
 [[agents]]
 id = "misbehaving"
 agent = "axon.examples.misbehaving:misbehaving_agent"
 timeout = 10
 """
+)
 
 
 @pytest.fixture

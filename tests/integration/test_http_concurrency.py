@@ -22,38 +22,10 @@ from pydantic_ai import ModelMessagesTypeAdapter
 from axon.examples.weather import LATENCY_ENV_VAR
 from axon.testing import AxonServer
 
-from ..conftest import descendant_pids, pid_alive
+from ..conftest import TEST_SERVER_TOML, descendant_pids, pid_alive
 from .test_concurrency import assert_weather_run, quote, split_runs
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-SERVER_TOML = """\
-[runtime]
-store = "sqlite:///axon.db"
-shutdown_grace = 10
-
-[supervisor]
-backoff_initial = 0.01
-backoff_max = 0.5
-heartbeat_interval = 0.25
-heartbeat_timeout = 4.0
-cancel_grace = 1.0
-shutdown_timeout = 3.0
-
-[[agents]]
-id = "python_agent_1"
-agent = "axon.examples.weather:weather_agent"
-workers = 2
-
-[[agents]]
-id = "python_agent_2"
-agent = "axon.examples.weather:weather_agent"
-
-[[agents]]
-id = "misbehaving"
-agent = "axon.examples.misbehaving:misbehaving_agent"
-timeout = 10
-"""
 
 TIMEOUT = httpx.Timeout(60.0)
 LIMITS = httpx.Limits(max_connections=500, max_keepalive_connections=500)
@@ -65,7 +37,7 @@ async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Axon
     no worker process left."""
     workdir: Path = tmp_path_factory.mktemp("http-concurrency")
     config = workdir / "axon.toml"
-    config.write_text(SERVER_TOML)
+    config.write_text(TEST_SERVER_TOML)
     # Each weather model step takes 20 ms (3 per run), so concurrent runs really overlap.
     server = await AxonServer.start(config, cwd=workdir, env={LATENCY_ENV_VAR: "0.02"})
     pids = set(descendant_pids(server.pid))

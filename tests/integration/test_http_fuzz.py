@@ -71,34 +71,11 @@ from axon import Axon
 from axon.config import parse_config
 from axon.http.app import create_app
 
-from ..conftest import pid_alive
+from ..conftest import WEATHER_SERVER_TOML, pid_alive
 
 AGENTS = ["python_agent_1", "python_agent_2"]
 KEPT = [f"fuzz-keep-{n}" for n in range(3)]  # read and continued by fuzzed requests
 DOOMED = [f"fuzz-drop-{n}" for n in range(5)]  # deleted by fuzzed requests
-
-SERVER_TOML = """\
-[runtime]
-store = "sqlite:///axon.db"
-shutdown_grace = 10
-
-[supervisor]
-backoff_initial = 0.01
-backoff_max = 0.5
-heartbeat_interval = 0.25
-heartbeat_timeout = 4.0
-cancel_grace = 1.0
-shutdown_timeout = 3.0
-
-[[agents]]
-id = "python_agent_1"
-agent = "axon.examples.weather:weather_agent"
-workers = 2
-
-[[agents]]
-id = "python_agent_2"
-agent = "axon.examples.weather:weather_agent"
-"""
 
 DEADLINE_TOO_SHORT = 5.0
 """Seconds: a request with a smaller ``timeout`` may end with 504; no other may."""
@@ -159,7 +136,7 @@ CONFIG = schemathesis.Config.from_dict(
 
 # Built from the server's own config, in case the document ever reflects it (agent ids, limits).
 DOCUMENT: dict[str, Any] = create_app(
-    Axon(config=parse_config(tomllib.loads(SERVER_TOML), check_imports=False))
+    Axon(config=parse_config(tomllib.loads(WEATHER_SERVER_TOML), check_imports=False))
 ).openapi()
 schema = schemathesis.openapi.from_dict(DOCUMENT, config=CONFIG)
 
@@ -179,7 +156,7 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     no internal error logged during the run."""
     workdir: Path = tmp_path_factory.mktemp("fuzz")
     config = workdir / "axon.toml"
-    config.write_text(SERVER_TOML)
+    config.write_text(WEATHER_SERVER_TOML)
     log = workdir / "serve.log"
     command = [sys.executable, "-m", "axon.cli", "serve", str(config)]
     command += ["--listen", "127.0.0.1:0", "--log-format", "json"]

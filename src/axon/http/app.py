@@ -203,7 +203,10 @@ def _api_routes() -> APIRouter:
                 handed_over = True
                 return EventStreamResponse(relay, first)
             assert isinstance(first, FinalResult)
-            return JSONResponse(ReplyBody.of(first.reply).model_dump(mode="json"))
+            return Response(
+                ReplyBody.model_validate(first.reply).model_dump_json(),
+                media_type="application/json",
+            )
         except ClientGone:
             return Response(status_code=CLIENT_CLOSED_REQUEST)
         finally:
@@ -214,7 +217,7 @@ def _api_routes() -> APIRouter:
         "/agents", response_model=AgentsBody, summary="Every agent's status", responses=_errors()
     )
     async def list_agents(request: Request) -> AgentsBody:
-        return AgentsBody(agents=[AgentBody.of(s) for s in _runtime(request).agents()])
+        return AgentsBody(agents=[AgentBody.model_validate(s) for s in _runtime(request).agents()])
 
     @router.get(
         "/agents/{agent_id}",
@@ -223,7 +226,7 @@ def _api_routes() -> APIRouter:
         responses=_errors(404),
     )
     async def get_agent(agent_id: AgentId, request: Request) -> AgentBody:
-        return AgentBody.of(_runtime(request).agent(agent_id))
+        return AgentBody.model_validate(_runtime(request).agent(agent_id))
 
     @router.post(
         "/agents/{agent_id}/restart",
@@ -233,7 +236,7 @@ def _api_routes() -> APIRouter:
         responses=_errors(404),
     )
     async def restart_agent(agent_id: AgentId, request: Request) -> AgentBody:
-        return AgentBody.of(await _runtime(request).restart_agent(agent_id))
+        return AgentBody.model_validate(await _runtime(request).restart_agent(agent_id))
 
     @router.get(
         "/conversations",
@@ -252,16 +255,7 @@ def _api_routes() -> APIRouter:
     ) -> ConversationsBody:
         found = await _runtime(request).list_conversations(agent_id, limit=limit, after=after)
         return ConversationsBody(
-            conversations=[
-                ConversationInfoBody(
-                    conversation_id=c.conversation_id,
-                    agent_id=c.agent_id,
-                    revision=c.revision,
-                    created_at=c.created_at,
-                    updated_at=c.updated_at,
-                )
-                for c in found
-            ],
+            conversations=[ConversationInfoBody.model_validate(c) for c in found],
             next_after=found[-1].conversation_id if len(found) == limit else None,
         )
 

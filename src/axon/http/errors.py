@@ -37,12 +37,25 @@ from axon.observability.events import emit
 
 __all__ = [
     "STATUS",
+    "ShuttingDown",
     "error_payload",
     "error_response",
     "install_error_handlers",
+    "plain_error",
     "retry_after_header",
     "status_of",
 ]
+
+
+class ShuttingDown(AxonError):
+    """The server is shutting down and this request did not finish within the grace period;
+    nothing of its run was committed. Only the HTTP edge raises it."""
+
+    type = "shutting_down"
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message, retry_after=retry_after)
+
 
 STATUS: dict[type[AxonError], int] = {
     InvalidRequest: 422,
@@ -57,6 +70,7 @@ STATUS: dict[type[AxonError], int] = {
     ProtocolError: 502,
     AgentUnavailable: 503,
     StoreUnavailable: 503,
+    ShuttingDown: 503,
     AgentTimeout: 504,
 }
 """The HTTP status of each error a request can end with."""
@@ -97,7 +111,8 @@ def error_response(exc: AxonError) -> JSONResponse:
     return JSONResponse(error_payload(exc), status_code=status_of(exc), headers=headers)
 
 
-def _plain_error(status: int, error_type: str, message: str, **facts: Any) -> JSONResponse:
+def plain_error(status: int, error_type: str, message: str, **facts: Any) -> JSONResponse:
+    """The envelope for an edge failure that is no ``AxonError`` (bad body, unknown route)."""
     return JSONResponse(
         {"error": {"type": error_type, "message": message, **facts}}, status_code=status
     )
@@ -115,21 +130,21 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
     body_problem = any(p["field"] == "body" or p["kind"] == "json_invalid" for p in problems)
     if body_problem and not (content_type == "application/json" or content_type.endswith("+json")):
         # Only a body declared as JSON is parsed (a guard against cross-site form posts).
-        return _plain_error(
+        return plain_error(
             415,
             "unsupported_media_type",
             "send the body as JSON with the header 'Content-Type: application/json'",
             field="body",
         )
     if any(p["kind"] == "json_invalid" for p in problems):
-        return _plain_error(400, "invalid_request", "the body is not valid JSON", field="body")
+        return plain_error(400, "invalid_request", "the body is not valid JSON", field="body")
     if any(p["field"] == "body" for p in problems):  # no body, or not a JSON object
-        return _plain_error(400, "invalid_request", "the body must be a JSON object", field="body")
+        return plain_error(400, "invalid_request", "the body must be a JSON object", field="body")
     first = problems[0] if problems else {"field": None, "message": "invalid request"}
     message = str(first["message"])
     if first["field"]:
         message = f"{first['field']}: {message}"
-    return _plain_error(
+    return plain_error(
         422,
         "invalid_request",
         message,
@@ -148,7 +163,7 @@ def _problem(error: Any) -> dict[str, Any]:
 async def _on_http_exception(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     error_type = _STATUS_TYPES.get(exc.status_code, "http_error")
-    response = _plain_error(exc.status_code, error_type, str(exc.detail))
+    response = plain_error(exc.status_code, error_type, str(exc.detail))
     if exc.headers:
         response.headers.update(exc.headers)
     if exc.status_code == 405:
@@ -174,7 +189,7 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         path=request.url.path,
         error=repr(exc),
     )
-    return _plain_error(500, "internal_error", "internal error; see the server log")
+    return plain_error(500, "internal_error", "internal error; see the server log")
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -8,9 +8,11 @@ go straight to the server, so routes can still watch for the client's disconnect
 from __future__ import annotations
 
 import hmac
-import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from axon.errors import Unauthorized
+from axon.http.errors import error_response, plain_error
 
 __all__ = ["OPEN_PATHS", "EdgeGuard"]
 
@@ -29,17 +31,14 @@ class EdgeGuard:
             await self.app(scope, receive, send)
             return
         if not self._authorized(scope):
-            await _reply(
-                send,
-                401,
-                "unauthorized",
-                "a valid bearer token is required (Authorization: Bearer <token>)",
-                extra_headers=[(b"www-authenticate", b"Bearer")],
+            refusal = error_response(
+                Unauthorized("a valid bearer token is required (Authorization: Bearer <token>)")
             )
+            await refusal(scope, receive, send)
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body_bytes:
-            await self._too_large(send)
+            await self._too_large(scope, receive, send)
             return
         body = bytearray()
         more = True
@@ -50,7 +49,7 @@ class EdgeGuard:
             body += message.get("body", b"")
             more = bool(message.get("more_body", False))
             if len(body) > self.max_body_bytes:
-                await self._too_large(send)
+                await self._too_large(scope, receive, send)
                 return
 
         replayed = False
@@ -75,15 +74,15 @@ class EdgeGuard:
                 )
         return False
 
-    async def _too_large(self, send: Send) -> None:
-        await _reply(
-            send,
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        refusal = plain_error(
             413,
             "payload_too_large",
             f"the request body exceeds {self.max_body_bytes} bytes",
             field="body",
             limit=self.max_body_bytes,
         )
+        await refusal(scope, receive, send)
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -94,22 +93,3 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
-
-
-async def _reply(
-    send: Send,
-    status: int,
-    error_type: str,
-    message: str,
-    *,
-    extra_headers: list[tuple[bytes, bytes]] | None = None,
-    **facts: object,
-) -> None:
-    body = json.dumps({"error": {"type": error_type, "message": message, **facts}}).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        *(extra_headers or []),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

@@ -6,8 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from axon.replies import Reply
-from axon.status import AgentStatus, ExitRecord, Readiness, WorkerStatus
+from axon.status import Readiness
 from axon.validation import CONVERSATION_ID
 
 __all__ = [
@@ -27,6 +26,13 @@ __all__ = [
 ]
 
 CONVERSATION_ID_PATTERN = CONVERSATION_ID.pattern
+
+
+class _View(BaseModel):
+    """A body read from the runtime's own object (a dataclass of :mod:`axon.status`,
+    :mod:`axon.replies` or :mod:`axon.store.base`) by attribute: ``Body.model_validate(obj)``."""
+
+    model_config = ConfigDict(from_attributes=True)
 
 
 class MessageRequest(BaseModel):
@@ -63,7 +69,7 @@ class MessageRequest(BaseModel):
     )
 
 
-class ReplyBody(BaseModel):
+class ReplyBody(_View):
     """A run's reply, already committed to the conversation's history."""
 
     output: Any = Field(description="The agent's output (a string for text agents).")
@@ -72,18 +78,8 @@ class ReplyBody(BaseModel):
     agent_id: str
     usage: dict[str, Any] = Field(description="Token and request counts of the run.")
 
-    @classmethod
-    def of(cls, reply: Reply) -> ReplyBody:
-        return cls(
-            output=reply.output,
-            conversation_id=reply.conversation_id,
-            run_id=reply.run_id,
-            agent_id=reply.agent_id,
-            usage=reply.usage,
-        )
 
-
-class ExitBody(BaseModel):
+class ExitBody(_View):
     at: float = Field(description="Unix time of the exit.")
     worker: int
     pid: int | None
@@ -92,20 +88,8 @@ class ExitBody(BaseModel):
     reason: str | None
     during_startup: bool
 
-    @classmethod
-    def of(cls, record: ExitRecord) -> ExitBody:
-        return cls(
-            at=record.at,
-            worker=record.worker,
-            pid=record.pid,
-            exit_code=record.exit_code,
-            signal=record.signal,
-            reason=record.reason,
-            during_startup=record.during_startup,
-        )
 
-
-class WorkerBody(BaseModel):
+class WorkerBody(_View):
     index: int
     pid: int | None
     state: str
@@ -114,20 +98,8 @@ class WorkerBody(BaseModel):
     in_flight: int
     last_exit: ExitBody | None
 
-    @classmethod
-    def of(cls, worker: WorkerStatus) -> WorkerBody:
-        return cls(
-            index=worker.index,
-            pid=worker.pid,
-            state=worker.state,
-            generation=worker.generation,
-            restarts=worker.restarts,
-            in_flight=worker.in_flight,
-            last_exit=None if worker.last_exit is None else ExitBody.of(worker.last_exit),
-        )
 
-
-class AgentBody(BaseModel):
+class AgentBody(_View):
     """One agent: its supervisor's state, its workers, its recent exits."""
 
     id: str
@@ -136,17 +108,6 @@ class AgentBody(BaseModel):
     in_flight: int
     workers: list[WorkerBody]
     recent_exits: list[ExitBody]
-
-    @classmethod
-    def of(cls, status: AgentStatus) -> AgentBody:
-        return cls(
-            id=status.id,
-            state=status.state,
-            restarts=status.restarts,
-            in_flight=status.in_flight,
-            workers=[WorkerBody.of(w) for w in status.workers],
-            recent_exits=[ExitBody.of(e) for e in status.recent_exits],
-        )
 
 
 class AgentsBody(BaseModel):
@@ -161,7 +122,7 @@ class ConversationBody(BaseModel):
     )
 
 
-class ConversationInfoBody(BaseModel):
+class ConversationInfoBody(_View):
     conversation_id: str
     agent_id: str
     revision: int

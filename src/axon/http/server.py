@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import json
 import logging
 import math
 import os
@@ -29,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from axon.config import AxonConfig, RuntimeSpec
 from axon.errors import ConfigError
 from axon.http.app import create_app
+from axon.http.errors import ShuttingDown, error_response
 from axon.observability.events import emit
 from axon.runtime import Axon
 
@@ -111,30 +111,15 @@ class _CutAtGrace:
             if scope["type"] != "http" or started:
                 return
             emit("http.cut", logging.WARNING, method=scope["method"], path=scope["path"])
-            body = json.dumps(
-                {
-                    "error": {
-                        "type": "shutting_down",
-                        "message": "the server is shutting down and the request did not finish "
-                        f"within its grace period ({self.grace:g}s)",
-                        "retry_after": 1,
-                    }
-                }
-            ).encode()
-            with contextlib.suppress(Exception):
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 503,
-                        "headers": [
-                            (b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                            (b"retry-after", b"1"),
-                            (b"connection", b"close"),
-                        ],
-                    }
+            refusal = error_response(
+                ShuttingDown(
+                    "the server is shutting down and the request did not finish within its "
+                    f"grace period ({self.grace:g}s)"
                 )
-                await send({"type": "http.response.body", "body": body})
+            )
+            refusal.headers["connection"] = "close"
+            with contextlib.suppress(Exception):
+                await refusal(scope, receive, send)
 
 
 class _Server(uvicorn.Server):

@@ -23,7 +23,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from axon.errors import AxonError
-from axon.http.errors import error_payload, status_of
+from axon.http.errors import ShuttingDown, error_payload, status_of
 from axon.http.relay import ClientGone, RunRelay, watch_disconnect
 from axon.http.schemas import ReplyBody
 from axon.replies import FinalResult, StreamEvent, TextDelta, ToolCall, ToolResult
@@ -47,7 +47,7 @@ def encode_event(event: StreamEvent) -> bytes:
     if isinstance(event, ToolResult):
         return _frame("tool_result", asdict(event))
     assert isinstance(event, FinalResult)
-    return _frame("final", ReplyBody.of(event.reply).model_dump(mode="json"))
+    return _frame("final", ReplyBody.model_validate(event.reply).model_dump(mode="json"))
 
 
 def encode_error(exc: AxonError) -> bytes:
@@ -114,22 +114,17 @@ class EventStreamResponse(Response):
                     return
 
 
-CUT_ERROR = {
-    "error": {
-        "type": "shutting_down",
-        "message": "the server is shutting down and the run did not finish within its grace "
-        "period; nothing of it was committed",
-        "retry_after": 1,
-        "status": 503,
-    }
-}
+CUT_MESSAGE = (
+    "the server is shutting down and the run did not finish within its grace period; nothing of "
+    "it was committed"
+)
 
 
 async def _end_cut_stream(send: Send, leftover: list[StreamEvent | BaseException]) -> None:
     """Best effort (the client may be slow or gone): the events the run produced before it was
     cancelled, then how it ended (``final`` if it had committed already, else ``error``)."""
     frames: list[bytes] = []
-    ending = _frame("error", CUT_ERROR)
+    ending = encode_error(ShuttingDown(CUT_MESSAGE))
     for item in leftover:
         if isinstance(item, FinalResult):
             ending = encode_event(item)
