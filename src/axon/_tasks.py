@@ -13,7 +13,7 @@ import logging
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from axon.observability.events import emit
+from axon.observability.events import EventBus
 
 __all__ = ["TaskSet"]
 
@@ -21,8 +21,9 @@ T = TypeVar("T")
 
 
 class TaskSet:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, events: EventBus | None = None) -> None:
         self._name = name
+        self._events = events or EventBus()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
 
@@ -38,7 +39,7 @@ class TaskSet:
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
-            emit(
+            self._events.emit(
                 "task.failed",
                 logging.ERROR,
                 owner=self._name,

@@ -219,6 +219,16 @@ class AxonClient:
             "POST", f"/v1/agents/{_seg(agent)}/restart", timeout=self._run_timeout(None)
         )
 
+    # -- monitoring ------------------------------------------------------------------------
+
+    def monitor(self, since: int | None = None) -> dict[str, Any]:
+        """The live picture behind ``/dashboard`` and ``axon top`` (``GET /v1/monitor``):
+        ``agents`` (each worker with ``cpu_percent`` and ``rss_bytes``), per-second ``series``
+        over the last 10 minutes, ``now``, ``totals``, and the notable ``events`` with a
+        ``seq`` greater than ``since`` (pass the previous answer's ``last_seq``)."""
+        params = {} if since is None else {"since": since}
+        return self._json("GET", "/v1/monitor", params=params)
+
     # -- conversations ---------------------------------------------------------------------
 
     def history(

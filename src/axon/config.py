@@ -141,6 +141,13 @@ class RuntimeSpec(_Spec):
     shutdown_grace: float = Field(default=30.0, ge=0)
     """Seconds in-flight HTTP requests get to finish on SIGINT/SIGTERM before they are cancelled."""
     log_format: Literal["text", "json"] = "text"
+    """How ``axon serve`` writes its log: readable ``text`` lines, or one ``json`` object per
+    line (``--log-format`` overrides it)."""
+    metrics: bool = True
+    """Keep Prometheus metrics and serve them at ``/metrics``."""
+    tracing: bool = False
+    """Trace every run with OpenTelemetry, into the workers; needs
+    ``pip install 'axon-runtime[otel]'`` (see docs/tracing.md)."""
 
     @field_validator("store")
     @classmethod

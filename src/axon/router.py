@@ -70,8 +70,10 @@ class AgentRouter:
         conversation_id: str,
         timeout: float,
         stream: bool,
+        trace: dict[str, str] | None = None,
     ) -> tuple[WorkerProcess, RunCall]:
-        """Send the run to a worker, waiting in the queue for a free slot if need be."""
+        """Send the run to a worker, waiting in the queue for a free slot if need be.
+        ``trace``: the request span's propagation headers, for the ``run`` frame."""
         worker = None if self._waiters else self._pick()
         while worker is None:
             if not self.supervisor.workers():
@@ -92,10 +94,10 @@ class AgentRouter:
             self._waiters.remove(waiter)
             worker = self._pick()
         try:
-            call = worker.start_run(prompt, history, conversation_id, timeout, stream)
+            call = worker.start_run(prompt, history, conversation_id, timeout, stream, trace)
         except WorkerGone:
             # Its connection closed a moment ago and nothing was sent: try another worker.
-            return await self.start_run(prompt, history, conversation_id, timeout, stream)
+            return await self.start_run(prompt, history, conversation_id, timeout, stream, trace)
         if self._waiters and self._pick() is not None:
             self.notify()
         return worker, call

@@ -14,12 +14,17 @@ worker (the worker is killed if it ignores the cancel).
 
 Cancellation contract: cancelling a ``send_message`` call (or closing a ``stream_message``
 iterator early) cancels the run in its worker and commits nothing.
+
+Tracing (``runtime.tracing``): each request that gets past validation is one OpenTelemetry span,
+whose context travels to the worker in the ``run`` frame; the worker's spans come back and are
+re-created under it (:mod:`axon.observability.tracing`, docs/tracing.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import shutil
 import tempfile
@@ -27,7 +32,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from axon._tasks import TaskSet
 from axon.config import (
@@ -48,7 +53,10 @@ from axon.errors import (
     RunInterrupted,
     StoreUnavailable,
 )
-from axon.observability.events import emit
+from axon.observability.events import EventBus
+from axon.observability.metrics import RuntimeMetrics
+from axon.observability.monitor import Monitor
+from axon.observability.resources import WorkerResources
 from axon.protocol.frames import Event, Result
 from axon.replies import FinalResult, Reply, StreamEvent, TextDelta, ToolCall, ToolResult
 from axon.router import AgentRouter
@@ -71,7 +79,17 @@ from axon.validation import (
     new_conversation_id,
 )
 
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
+
+    from axon.observability.tracing import RunSpan, RunTracer
+
 __all__ = ["Axon"]
+
+_QUIET_OUTCOMES = frozenset({"ok", "cancelled", "conversation_busy", "run_interrupted"})
+"""``run.finished`` outcomes logged at INFO: the run did what the caller asked for, or the
+caller's own choice ended it. Every other outcome (a crash, timeout, failure, overload or outage)
+is a WARNING."""
 
 
 class Axon:
@@ -91,7 +109,10 @@ class Axon:
         store: ConversationStore | None = None,
         config: AxonConfig | None = None,
         check_imports: bool = True,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
+        """``tracer_provider``: where request spans go when ``runtime.tracing`` is on (default:
+        the global one). ``ConfigError`` if tracing is on and the OpenTelemetry SDK is missing."""
         if config is None:
             config = AxonConfig(
                 runtime=runtime or RuntimeSpec(),
@@ -104,16 +125,35 @@ class Axon:
         self._store = store if store is not None else open_store(config.runtime.store)
         self._routers: dict[str, AgentRouter] = {}
         self._locks = ConversationLocks()
-        self._tasks = TaskSet("axon")
+        self.events = EventBus()
+        """This runtime's structured events: subscribe a sink to see every one."""
+        self._tasks = TaskSet("axon", self.events)
+        resources = WorkerResources()
+        self.metrics: RuntimeMetrics | None = (
+            RuntimeMetrics(self.events, self.agents, [a.id for a in config.agents], resources)
+            if config.runtime.metrics
+            else None
+        )
+        """Prometheus metrics (``/metrics``), or None when ``runtime.metrics`` is off."""
+        self.monitor = Monitor(self.events, self.agents, resources)
+        """The live picture behind ``/dashboard`` and ``axon top``."""
+        self._tracer: RunTracer | None = None
+        if config.runtime.tracing:
+            from axon.observability.tracing import RunTracer
+
+            self._tracer = RunTracer(tracer_provider)
         self._socket_dir: Path | None = None
         self._started = False
 
     @classmethod
-    def from_config(cls, config: str | Path | AxonConfig) -> Axon:
-        """An ``Axon`` for an ``axon.toml`` path (or an already loaded config)."""
+    def from_config(
+        cls, config: str | Path | AxonConfig, *, tracer_provider: TracerProvider | None = None
+    ) -> Axon:
+        """An ``Axon`` for an ``axon.toml`` path (or an already loaded config); see ``__init__``
+        for ``tracer_provider``."""
         if not isinstance(config, AxonConfig):
             config = load_config(config)
-        return cls(config=config)
+        return cls(config=config, tracer_provider=tracer_provider)
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -155,9 +195,11 @@ class Axon:
                 socket_dir=socket_dir,
                 tasks=self._tasks,
                 on_capacity=on_capacity,
+                events=self.events,
             )
             self._routers[spec.id] = AgentRouter(supervisor)
             supervisor.start()
+        self._tasks.create_task(self.monitor.run())
         await asyncio.gather(*(r.supervisor.wait_settled() for r in self._routers.values()))
 
     async def stop(self) -> None:
@@ -193,11 +235,14 @@ class Axon:
         ``AgentRunFailed``, ``ConversationBusy``, ``RunInterrupted`` or ``StoreUnavailable``; on
         any of them the conversation's history is unchanged.
         """
-        async for event in self._execute(
-            agent_id, prompt, conversation_id, timeout, policy, stream=False
-        ):
-            if isinstance(event, FinalResult):
-                return event.reply
+        # Closed before returning, so the request is over (its span ended, ``run.finished``
+        # emitted) when the caller gets the reply, not whenever the generator is collected.
+        async with contextlib.aclosing(
+            self._execute(agent_id, prompt, conversation_id, timeout, policy, stream=False)
+        ) as events:
+            async for event in events:
+                if isinstance(event, FinalResult):
+                    return event.reply
         raise AssertionError("a run ended without a result")  # pragma: no cover
 
     def stream_message(
@@ -223,7 +268,7 @@ class Axon:
         policy: ConversationPolicy | str | None,
         *,
         stream: bool,
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent]:
         router = self._router(agent_id)
         spec = router.spec
         prompt = check_prompt(prompt, spec)
@@ -234,11 +279,24 @@ class Axon:
         )
         seconds = check_timeout(timeout, spec)
         policy = spec.conversation_policy if policy is None else check_policy(policy)
-        router.check_available()  # fail fast, before waiting for the conversation's turn
+        span: RunSpan | None = None
+        if self._tracer is not None:
+            span = self._tracer.start(agent_id, cid, stream)
+        try:
+            router.check_available()  # fail fast, before waiting for the conversation's turn
+        except AxonError as exc:
+            if span is not None:
+                span.end(exc.type, exc)
+            raise
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         deadline = loop.time() + seconds
         outcome = "error"
+        run_id: int | None = None
+        pid: int | None = None
+        ttft: float | None = None
+        commit_s: float | None = None
+        failure: BaseException | None = None
         try:
             async with contextlib.AsyncExitStack() as turn:
                 async with self._deadline(deadline, agent_id, seconds, cid):
@@ -247,10 +305,19 @@ class Axon:
                     if my_turn.interrupted:
                         raise RunInterrupted(cid)
                     worker, call = await router.start_run(
-                        prompt, history.messages, cid, max(deadline - loop.time(), 0.001), stream
+                        prompt,
+                        history.messages,
+                        cid,
+                        max(deadline - loop.time(), 0.001),
+                        stream,
+                        None if span is None else span.carrier(),
                     )
                 my_turn.on_interrupt(lambda: worker.cancel_run(call))
-                emit(
+                run_id, pid = call.id, worker.pid
+                if span is not None:
+                    span.routed(call.id, worker.pid)
+                    call.on_spans = span.replay
+                self.events.emit(
                     "run.routed",
                     logging.DEBUG,
                     agent=agent_id,
@@ -268,7 +335,7 @@ class Axon:
                             except AgentTimeout:
                                 # The worker's own run timeout (the seconds left): report the
                                 # deadline the caller asked for.
-                                raise AgentTimeout(agent_id, timeout=seconds) from None
+                                raise self._timed_out(agent_id, cid, seconds) from None
                             except AxonError:
                                 if my_turn.interrupted:
                                     raise RunInterrupted(cid) from None
@@ -276,12 +343,15 @@ class Axon:
                         if isinstance(item, Result):
                             result = item
                         elif (event := _stream_event(item)) is not None:
+                            if ttft is None and isinstance(event, TextDelta):
+                                ttft = time.perf_counter() - started
                             yield event
                 finally:
                     if result is None:
                         worker.cancel_run(call)
                 # The commit point: only a run whose result arrived is ever written.
                 assert result is not None
+                committing = time.perf_counter()
                 try:
                     await self._store.commit(
                         cid,
@@ -293,6 +363,7 @@ class Axon:
                     # Another orchestrator sharing the store committed to this conversation
                     # while this run was in progress: nothing of this run is written.
                     raise ConversationBusy(cid, reason="conflict") from None
+                commit_s = time.perf_counter() - committing
             outcome = "ok"
             yield FinalResult(
                 Reply(
@@ -305,19 +376,29 @@ class Axon:
             )
         except AxonError as exc:
             outcome = exc.type
+            failure = exc
             raise
         except (asyncio.CancelledError, GeneratorExit):
             if outcome != "ok":  # not a caller leaving after its reply
                 outcome = "cancelled"
             raise
+        except Exception as exc:
+            failure = exc
+            raise
         finally:
-            emit(
+            if span is not None:
+                span.end(outcome, failure)
+            self.events.emit(
                 "run.finished",
-                logging.INFO,
+                logging.INFO if outcome in _QUIET_OUTCOMES else logging.WARNING,
                 agent=agent_id,
                 conversation=cid,
-                latency_s=round(time.perf_counter() - started, 6),
+                run=run_id,
+                pid=pid,
                 outcome=outcome,
+                latency_s=round(time.perf_counter() - started, 6),
+                ttft_s=None if ttft is None else round(ttft, 6),
+                commit_s=None if commit_s is None else round(commit_s, 6),
             )
 
     @contextlib.asynccontextmanager
@@ -328,10 +409,13 @@ class Axon:
             async with asyncio.timeout_at(deadline):
                 yield
         except TimeoutError:
-            emit(
-                "run.timeout", logging.WARNING, agent=agent_id, conversation=cid, timeout_s=seconds
-            )
-            raise AgentTimeout(agent_id, timeout=seconds) from None
+            raise self._timed_out(agent_id, cid, seconds) from None
+
+    def _timed_out(self, agent_id: str, cid: str, seconds: float) -> AgentTimeout:
+        self.events.emit(
+            "run.timeout", logging.WARNING, agent=agent_id, conversation=cid, timeout_s=seconds
+        )
+        return AgentTimeout(agent_id, timeout=seconds)
 
     # -- conversations and agents ----------------------------------------------------------------
 
@@ -398,17 +482,17 @@ class Axon:
 
     def agents(self) -> list[AgentStatus]:
         """The status of every agent and its workers, in config order."""
-        return [router.supervisor.status() for router in self._routers.values()]
+        return [_status(router) for router in self._routers.values()]
 
     def agent(self, agent_id: str) -> AgentStatus:
-        return self._router(agent_id).supervisor.status()
+        return _status(self._router(agent_id))
 
     async def restart_agent(self, agent_id: str) -> AgentStatus:
         """Restart an agent by hand (also brings a FAILED agent back); returns once it is
         RUNNING again or FAILED."""
         router = self._router(agent_id)
         await router.supervisor.restart()
-        return router.supervisor.status()
+        return _status(router)
 
     async def wait_serving(self, agent_id: str) -> AgentState:
         """Wait until the agent is settled (RUNNING, FAILED or STOPPED); its state."""
@@ -421,6 +505,10 @@ class Axon:
                 raise RuntimeError("Axon is not started: use 'async with' or await start()")
             raise AgentNotFound(agent_id)
         return router
+
+
+def _status(router: AgentRouter) -> AgentStatus:
+    return dataclasses.replace(router.supervisor.status(), queued=router.queue_depth)
 
 
 def _stream_event(frame: Event) -> StreamEvent | None:

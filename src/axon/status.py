@@ -20,6 +20,10 @@ class ExitRecord:
     signal: int | None
     reason: str | None
     during_startup: bool
+    cause: str = "crashed"
+    """How the exit is counted: ``requested``, ``crashed``, ``exited``, ``startup_failed``,
+    ``spawn_failed``, or why Axon killed it (``hung``, ``ignored_cancel``, ``startup_timeout``,
+    ``protocol``, ``connection_lost``)."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,8 @@ class AgentStatus:
     restarts: int
     workers: list[WorkerStatus] = field(default_factory=list)
     recent_exits: list[ExitRecord] = field(default_factory=list)
+    queued: int = 0
+    """Requests waiting in the agent's queue for a free worker slot."""
 
     @property
     def in_flight(self) -> int:

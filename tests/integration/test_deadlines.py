@@ -18,6 +18,7 @@ import pytest
 from axon import AgentCrashed, AgentSpec, AgentTimeout, Axon, InvalidRequest, SupervisorSpec
 from axon.testing import (
     EventLog,
+    capture_events,
     kill_worker,
     user_prompts,
     wait_until,
@@ -283,3 +284,41 @@ async def test_other_agents_answer_while_one_agents_worker_is_hung(
     assert worker_pids(axon, "fine") == [fine_pid]
     assert axon.agent("fine").restarts == 0
     assert (await axon.send_message("fine", "still here")).output == "echo: still here"
+
+
+async def test_a_worker_not_ready_within_startup_timeout_is_killed(start_axon: StartAxon) -> None:
+    with capture_events() as events:
+        axon = await start_axon(
+            AgentSpec(
+                id="slow",
+                agent="axon.examples.misbehaving:slow_startup",
+                env={"AXON_STARTUP_DELAY": "60"},
+            ),
+            supervisor=FAST.model_copy(update={"startup_timeout": 1.0, "max_restarts": 0}),
+        )
+        assert axon.agent("slow").state == "failed"
+        kill = events.find("worker.kill", agent="slow")
+        assert kill
+        assert kill[0].fields["reason"] == "not ready within 1s"
+        (exit_,) = events.find("worker.exit", agent="slow")
+        assert (exit_.fields["cause"], exit_.fields["signal"]) == ("startup_timeout", 9)
+
+
+async def test_startup_timeout_does_not_apply_once_the_worker_is_ready(
+    start_axon: StartAxon,
+) -> None:
+    timeout = 4.0
+    with capture_events() as events:
+        axon = await start_axon(
+            AgentSpec(id="m", agent=MISBEHAVING),
+            supervisor=FAST.model_copy(update={"startup_timeout": timeout}),
+        )
+        (pid,) = worker_pids(axon, "m")
+        (spawned,) = events.find("worker.start", agent="m")
+        # Nothing may happen when the start-up timeout comes due for a worker that is ready;
+        # this waits out that moment (the assertion is about time passing, not a sync point).
+        await asyncio.sleep(spawned.monotonic + timeout + 0.5 - time.monotonic())
+        assert not events.find("worker.kill")
+        assert not events.find("worker.exit")
+    assert worker_pids(axon, "m") == [pid]
+    assert (await axon.send_message("m", "still here")).output == "echo: still here"

@@ -47,6 +47,8 @@ ROUTES = {
     ("delete", "/v1/conversations/{conversation_id}"),
     ("get", "/healthz"),
     ("get", "/readyz"),
+    ("get", "/metrics"),
+    ("get", "/v1/monitor"),
 }
 """Every route the API documents (``/openapi.json`` and ``/docs`` themselves are not listed)."""
 

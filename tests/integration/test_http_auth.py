@@ -31,12 +31,14 @@ REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
     ("get", "/v1/conversations", {}),
     ("get", "/v1/conversations/a-1", {}),
     ("delete", "/v1/conversations/a-1", {}),
+    ("get", "/metrics", {}),
+    ("get", "/v1/monitor", {}),
     ("get", "/healthz", {}),
     ("get", "/readyz", {}),
     ("get", "/openapi.json", {}),
     ("get", "/docs", {}),
 ]
-EXPECTED = [200, 200, 200, 200, 200, 200, 204, 200, 200, 200, 200]
+EXPECTED = [200, 200, 200, 200, 200, 200, 204, 200, 200, 200, 200, 200, 200]
 """The status of each request above, in order, once authorized."""
 
 WRONG = [
@@ -69,8 +71,8 @@ def covers_every_route(doc: dict[str, Any]) -> None:
 
 
 async def refused(api: AuthApi, token: str) -> None:
-    """Every route but /healthz answers 401 + WWW-Authenticate: Bearer to every wrong credential,
-    and does nothing else."""
+    """Every route but /healthz (and the dashboard's static files, which hold no data) answers
+    401 + WWW-Authenticate: Bearer to every wrong credential, and does nothing else."""
     authorized = {"authorization": f"Bearer {token}"}
     pid = (await api.agent_with(authorized))["workers"][0]["pid"]
     for headers in WRONG:

@@ -38,6 +38,9 @@ from axon.protocol.frames import (
     Result,
     Run,
     Shutdown,
+    SpanEventRecord,
+    SpanRecord,
+    Spans,
 )
 
 FRAME_TYPES: tuple[type, ...] = typing.get_args(Frame)
@@ -73,6 +76,7 @@ FRAME_STRATEGIES: dict[type, st.SearchStrategy[Any]] = {
         conversation_id=st.none() | texts,
         timeout=st.none() | floats,
         stream=st.booleans(),
+        trace=st.none() | st.dictionaries(texts, texts, max_size=3),
     ),
     Cancel: st.builds(Cancel, id=run_ids),
     Event: st.builds(Event, id=run_ids, type=texts, data=str_dicts),
@@ -84,6 +88,31 @@ FRAME_STRATEGIES: dict[type, st.SearchStrategy[Any]] = {
         run_id=st.none() | texts,
         usage=str_dicts,
     ),
+    Spans: st.builds(
+        Spans,
+        id=run_ids,
+        spans=st.lists(
+            st.builds(
+                SpanRecord,
+                name=texts,
+                span_id=ints,
+                start_ns=ints,
+                end_ns=ints,
+                parent_id=st.none() | ints,
+                kind=texts,
+                attributes=str_dicts,
+                events=st.lists(
+                    st.builds(SpanEventRecord, name=texts, time_ns=ints, attributes=str_dicts),
+                    max_size=2,
+                ),
+                status=texts,
+                status_message=st.none() | texts,
+                scope=texts,
+                scope_version=st.none() | texts,
+            ),
+            max_size=3,
+        ),
+    ),
     Error: st.builds(Error, error=str_dicts, id=st.none() | run_ids),
     Ping: st.builds(Ping, seq=ints),
     Pong: st.builds(Pong, seq=ints),
@@ -94,7 +123,7 @@ frames = st.one_of(*FRAME_STRATEGIES.values())
 
 def test_every_frame_type_has_a_strategy() -> None:
     assert set(FRAME_STRATEGIES) == set(FRAME_TYPES)
-    assert len(FRAME_TYPES) == 10
+    assert len(FRAME_TYPES) == 11
 
 
 # -- encode / decode --------------------------------------------------------------------------
@@ -171,10 +200,23 @@ def test_arbitrary_bytes_decode_to_a_frame_or_raise_protocol_error_only(payload:
 
 field_names = st.sampled_from(
     ["id", "seq", "pid", "protocol", "prompt", "history", "error", "data", "type", "output",
-     "messages", "grace", "timeout", "stream", "conversation_id", "usage", "run_id"]
+     "messages", "grace", "timeout", "stream", "conversation_id", "usage", "run_id", "trace",
+     "spans"]
 )  # fmt: skip
 kinds = st.sampled_from(
-    ["hello", "ready", "run", "cancel", "event", "result", "error", "ping", "pong", "shutdown"]
+    [
+        "hello",
+        "ready",
+        "run",
+        "cancel",
+        "event",
+        "spans",
+        "result",
+        "error",
+        "ping",
+        "pong",
+        "shutdown",
+    ]
 ) | st.text(max_size=8)
 
 

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from axon.observability.events import LOGGER_NAME, emit
+from axon.observability.events import LOGGER_NAME, EventBus
 from axon.observability.logging import JsonFormatter, TextFormatter, configure_logging
 
 
@@ -23,6 +23,9 @@ def captured() -> tuple[logging.Logger, io.StringIO, logging.Handler]:
     yield logger, stream, handler
     logger.removeHandler(handler)
     logger.setLevel(old_level)
+
+
+emit = EventBus().emit
 
 
 def test_json_line_carries_event_level_and_every_field(captured) -> None:
@@ -70,3 +73,54 @@ def test_configure_logging_is_idempotent() -> None:
                 logger.removeHandler(handler)
         logger.propagate = True
         logger.setLevel(logging.NOTSET)
+
+
+def test_bus_hands_every_event_to_its_sinks_whatever_the_log_level() -> None:
+    bus = EventBus()
+    seen: list[tuple[str, int, dict[str, object]]] = []
+    unsubscribe = bus.subscribe(lambda event, lvl, fields: seen.append((event, lvl, dict(fields))))
+    logging.getLogger(LOGGER_NAME).setLevel(logging.CRITICAL)
+    try:
+        bus.emit("run.routed", logging.DEBUG, agent="a", run=7)
+    finally:
+        logging.getLogger(LOGGER_NAME).setLevel(logging.NOTSET)
+    unsubscribe()
+    bus.emit("run.routed", logging.DEBUG, agent="a", run=8)
+    assert seen == [("run.routed", logging.DEBUG, {"agent": "a", "run": 7})]
+
+
+def test_a_sink_that_raises_is_logged_and_the_others_still_run(captured) -> None:
+    _, stream, _ = captured
+    bus = EventBus()
+    seen: list[str] = []
+
+    def broken(event: str, level: int, fields: object) -> None:
+        raise ValueError("boom")
+
+    bus.subscribe(broken)
+    bus.subscribe(lambda event, level, fields: seen.append(event))
+    bus.emit("agent.state", logging.INFO, agent="a")
+    assert seen == ["agent.state"]
+    assert "event sink" in stream.getvalue()
+    assert "boom" in stream.getvalue()
+
+
+def test_docs_list_every_event_with_its_level_and_fields() -> None:
+    from pathlib import Path
+
+    from axon.observability.events import EVENTS
+
+    doc = (Path(__file__).parents[2] / "docs" / "logging.md").read_text()
+    table = doc.split("<!-- events:begin", 1)[1].split("<!-- events:end -->", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    documented = {}
+    for row in rows:
+        name, levels, fields, _meaning = (cell.strip() for cell in row.strip("|").split(" | "))
+        documented[name.strip("`")] = (levels, fields)
+    assert documented == {
+        name: (
+            "/".join(logging.getLevelName(level) for level in kind.levels),
+            ", ".join(kind.fields),
+        )
+        for name, kind in EVENTS.items()
+    }

@@ -5,7 +5,7 @@ Local commands: ``serve [CONFIG]``, ``check CONFIG``, ``demo-config``.
 Remote commands, against an ``axon serve`` at ``--url`` (default ``$AXON_URL``, else
 ``http://127.0.0.1:8000``), with ``--token`` (default ``$AXON_API_TOKEN``) when the server
 requires one and ``--json`` for machine-readable output: ``send AGENT PROMPT``, ``agents``,
-``history ID``, ``restart AGENT``. Their options go after the command
+``history ID``, ``restart AGENT``, ``top`` (a live view). Their options go after the command
 (``axon agents --url http://host:8000``). An error is one line on stderr,
 ``error: <type>: <message>``, never a traceback.
 
@@ -21,6 +21,7 @@ Exit codes:
 - 3: authentication failed (``unauthorized``: the server requires a token and got none or a wrong
   one).
 - 130: interrupted (Ctrl-C); an interrupted ``send`` disconnects, which cancels its run.
+  (``top`` exits 0 on Ctrl-C: quitting a viewer is normal.)
 """
 
 from __future__ import annotations
@@ -503,6 +504,32 @@ def restart(
     console.print(line, soft_wrap=True, highlight=False)
     if state != "running":
         raise typer.Exit(EXIT_FAILED)
+
+
+# -- top -----------------------------------------------------------------------------------------
+
+
+@app.command()
+def top(
+    interval: Annotated[
+        float, typer.Option("--interval", min=0.1, help="Seconds between refreshes.")
+    ] = 1.0,
+    once: Annotated[bool, typer.Option("--once", help="Print one frame and exit.")] = False,
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+    json_output: JsonOutput = False,
+) -> None:
+    """A live view of the server (what /dashboard shows): runs/s, errors, p50/p99 latency and
+    in-flight with sparklines of the last minute, recent crashes and restarts, and every agent
+    and worker. Ctrl-C quits (exit 0).
+
+    With --json: the GET /v1/monitor body, one JSON line per refresh (after the first, only
+    the events that are new).
+    """
+    from axon.cli.top import run_top
+
+    with _remote(url, token) as client:
+        run_top(client, interval=interval, once=once, json_output=json_output, console=console)
 
 
 # -- history -------------------------------------------------------------------------------------

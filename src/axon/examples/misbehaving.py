@@ -45,7 +45,8 @@ the ``S`` in an answer is echoed as written in the prompt.
 Exports: ``misbehaving_agent`` (module-level ``Agent[None, str]`` named ``"misbehaving"``),
 ``make_misbehaving_agent()``, and start-up failure factories for worker agent specs:
 ``crash_at_startup()`` (``os._exit(3)``), ``raise_at_startup()`` (raises
-``RuntimeError("simulated start-up failure")``) and ``flaky_startup()`` (fails while the
+``RuntimeError("simulated start-up failure")``), ``slow_startup()`` (blocks
+``AXON_STARTUP_DELAY`` seconds first) and ``flaky_startup()`` (fails while the
 counter file named by ``AXON_STARTUP_FAILURES_FILE`` holds a positive integer, see its docstring).
 """
 
@@ -334,4 +335,11 @@ def flaky_startup() -> Agent[None, str]:
                         os.unlink(tmp_path)
                     raise
                 raise RuntimeError(f"simulated start-up failure ({remaining} left)")
+    return make_misbehaving_agent()
+
+
+def slow_startup() -> Agent[None, str]:
+    """Agent factory that blocks for ``AXON_STARTUP_DELAY`` seconds (default 30) before
+    returning :func:`make_misbehaving_agent`: a worker that is slow to become ready."""
+    time.sleep(float(os.environ.get("AXON_STARTUP_DELAY", "30")))
     return make_misbehaving_agent()

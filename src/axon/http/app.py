@@ -17,7 +17,8 @@ from fastapi.responses import JSONResponse, Response
 from axon import __version__
 from axon._tasks import TaskSet
 from axon.errors import ConversationNotFound
-from axon.http.errors import install_error_handlers
+from axon.http.dashboard import dashboard_routes
+from axon.http.errors import install_error_handlers, plain_error
 from axon.http.guard import EdgeGuard
 from axon.http.relay import ClientGone, RunRelay, watch_disconnect
 from axon.http.schemas import (
@@ -114,11 +115,12 @@ def create_app(axon: Axon, *, token: str | None = None, max_body_bytes: int = 1_
         + ".",
     )
     app.state.axon = axon
-    app.state.relays = TaskSet("http")
+    app.state.relays = TaskSet("http", axon.events)
     app.openapi = lambda: _document(app, axon)  # type: ignore[method-assign]
     install_error_handlers(app)
     app.include_router(_api_routes())
     app.include_router(_probe_routes())
+    app.include_router(dashboard_routes())
     app.add_middleware(EdgeGuard, token=token, max_body_bytes=max_body_bytes)
     return app
 
@@ -188,13 +190,26 @@ def _api_routes() -> APIRouter:
             events = axon.stream_message(agent_id, body.prompt, **options)
         else:
             events = _reply_only(lambda: axon.send_message(agent_id, body.prompt, **options))
-        relay = RunRelay(
-            events,
-            tasks=_relays(request),
-            on_disconnect=body.on_disconnect,
-            agent_id=agent_id,
-            conversation_id=body.conversation_id,
-        )
+
+        def start_relay() -> RunRelay:
+            return RunRelay(
+                events,
+                tasks=_relays(request),
+                log=axon.events,
+                on_disconnect=body.on_disconnect,
+                agent_id=agent_id,
+                conversation_id=body.conversation_id,
+            )
+
+        if axon.config.runtime.tracing:
+            from axon.observability.tracing import incoming_context
+
+            # The run executes in the relay's task, which copies the current context when it
+            # is created: the caller's traceparent must be current by then.
+            with incoming_context(request.headers):
+                relay = start_relay()
+        else:
+            relay = start_relay()
         handed_over = False
         try:
             async with watch_disconnect(request.receive, relay):
@@ -321,6 +336,29 @@ def _probe_routes() -> APIRouter:
             ReadinessBody.of(readiness).model_dump(mode="json"),
             status_code=200 if readiness.ready else 503,
         )
+
+    @router.get(
+        "/metrics",
+        summary="Prometheus metrics (text exposition format)",
+        response_class=Response,
+        responses={
+            200: {
+                "description": "The metrics; see docs/metrics.md.",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            },
+            404: {
+                "model": ErrorEnvelope,
+                "description": "Metrics are off (`runtime.metrics = false`).",
+            },
+            **_errors(),
+        },
+    )
+    async def metrics(request: Request) -> Response:
+        recorder = _runtime(request).metrics
+        if recorder is None:
+            return plain_error(404, "not_found", "metrics are off (runtime.metrics = false)")
+        body, content_type = recorder.exposition()
+        return Response(body, media_type=content_type)
 
     return router
 

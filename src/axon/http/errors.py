@@ -33,7 +33,6 @@ from axon.errors import (
     StoreUnavailable,
     Unauthorized,
 )
-from axon.observability.events import emit
 
 __all__ = [
     "STATUS",
@@ -182,7 +181,7 @@ def _allowed_methods(request: Request) -> set[str]:
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    emit(
+    request.app.state.axon.events.emit(
         "http.internal_error",
         logging.ERROR,
         method=request.method,

@@ -14,10 +14,22 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from axon.errors import Unauthorized
 from axon.http.errors import error_response, plain_error
 
-__all__ = ["OPEN_PATHS", "EdgeGuard"]
+__all__ = ["AUTH_REQUIRED", "OPEN_PATHS", "OPEN_PREFIXES", "EdgeGuard", "is_open"]
 
-OPEN_PATHS = frozenset({"/healthz"})
-"""Routes that never need the token (liveness probes)."""
+OPEN_PATHS = frozenset({"/healthz", "/dashboard"})
+"""Routes that never need the token: liveness probes, and the dashboard's page."""
+OPEN_PREFIXES = ("/dashboard/",)
+"""Paths under which nothing needs the token: the dashboard's static files. They hold no data
+(the page asks for the token and sends it with its API calls), so nothing that does may ever be
+served under them."""
+AUTH_REQUIRED = "axon.auth_required"
+"""Scope key the guard sets (to True) when the API requires a token: the dashboard's page asks
+for one only then."""
+
+
+def is_open(path: str) -> bool:
+    """Whether ``path`` is served without the token."""
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
 
 
 class EdgeGuard:
@@ -30,6 +42,8 @@ class EdgeGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self._token is not None:
+            scope[AUTH_REQUIRED] = True
         if not self._authorized(scope):
             refusal = error_response(
                 Unauthorized("a valid bearer token is required (Authorization: Bearer <token>)")
@@ -64,7 +78,7 @@ class EdgeGuard:
         await self.app(scope, replay, send)
 
     def _authorized(self, scope: Scope) -> bool:
-        if self._token is None or scope["path"] in OPEN_PATHS:
+        if self._token is None or is_open(scope["path"]):
             return True
         for name, value in scope["headers"]:
             if name == b"authorization":

@@ -19,7 +19,7 @@ from typing import Literal
 from starlette.types import Receive
 
 from axon._tasks import TaskSet
-from axon.observability.events import emit
+from axon.observability.events import EventBus
 from axon.replies import StreamEvent
 
 __all__ = ["ClientGone", "RunRelay", "watch_disconnect"]
@@ -37,11 +37,13 @@ class RunRelay:
         events: AsyncIterator[StreamEvent],
         *,
         tasks: TaskSet,
+        log: EventBus,
         on_disconnect: OnDisconnect,
         agent_id: str,
         conversation_id: str | None,
     ) -> None:
         self._events = events
+        self._log = log
         self._queue: asyncio.Queue[StreamEvent | BaseException] = asyncio.Queue()
         self._on_disconnect: OnDisconnect = on_disconnect
         self._agent_id = agent_id
@@ -85,7 +87,7 @@ class RunRelay:
         if self._gone or self._task.done():
             return
         self._gone = True
-        emit(
+        self._log.emit(
             "http.disconnected",
             logging.INFO,
             agent=self._agent_id,

@@ -87,6 +87,10 @@ class ExitBody(_View):
     signal: int | None
     reason: str | None
     during_startup: bool
+    cause: str = Field(
+        description="requested, crashed, exited, startup_failed, spawn_failed, or why Axon "
+        "killed it: hung, ignored_cancel, startup_timeout, protocol, connection_lost."
+    )
 
 
 class WorkerBody(_View):
@@ -106,6 +110,7 @@ class AgentBody(_View):
     state: str = Field(description="starting, running, restarting, failed, stopping or stopped.")
     restarts: int
     in_flight: int
+    queued: int = Field(description="Requests waiting for a free worker slot.")
     workers: list[WorkerBody]
     recent_exits: list[ExitBody]
 

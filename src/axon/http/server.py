@@ -29,7 +29,7 @@ from axon.config import AxonConfig, RuntimeSpec
 from axon.errors import ConfigError
 from axon.http.app import create_app
 from axon.http.errors import ShuttingDown, error_response
-from axon.observability.events import emit
+from axon.observability.events import EventBus
 from axon.runtime import Axon
 
 __all__ = ["ListenAddress", "api_token", "bind", "check_exposure", "run", "serve"]
@@ -90,9 +90,10 @@ class _CutAtGrace:
     cancels it) with 503 ``shutting_down`` instead of uvicorn's bare 500; a response already
     started (a stream, which ends itself with an ``error`` event) is left to end as it is."""
 
-    def __init__(self, app: ASGIApp, grace: float) -> None:
+    def __init__(self, app: ASGIApp, grace: float, events: EventBus) -> None:
         self.app = app
         self.grace = grace
+        self.events = events
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = False
@@ -110,7 +111,9 @@ class _CutAtGrace:
             # wait for the task, and ending it normally keeps its log free of a stack trace.
             if scope["type"] != "http" or started:
                 return
-            emit("http.cut", logging.WARNING, method=scope["method"], path=scope["path"])
+            self.events.emit(
+                "http.cut", logging.WARNING, method=scope["method"], path=scope["path"]
+            )
             refusal = error_response(
                 ShuttingDown(
                     "the server is shutting down and the request did not finish within its "
@@ -127,8 +130,9 @@ class _Server(uvicorn.Server):
     shutdown, which would end the process with SIGTERM instead of exit code 0), and an event
     set once it accepts requests."""
 
-    def __init__(self, config: uvicorn.Config) -> None:
+    def __init__(self, config: uvicorn.Config, events: EventBus) -> None:
         super().__init__(config)
+        self.events = events
         self.accepting = asyncio.Event()
         self.stop_requested_at: float | None = None
 
@@ -146,7 +150,7 @@ class _Server(uvicorn.Server):
             self.force_exit = True  # a second signal: stop waiting
             return
         self.stop_requested_at = time.monotonic()
-        emit("http.shutdown", logging.INFO, grace_s=grace)
+        self.events.emit("http.shutdown", logging.INFO, grace_s=grace)
         self.should_exit = True
 
 
@@ -166,13 +170,20 @@ async def serve(
     address = ListenAddress(listen or runtime.listen)
     token = api_token(runtime)
     check_exposure(address, token)
+    flush_traces: Callable[[], None] | None = None
+    if runtime.tracing:
+        from axon.observability.tracing import install_otlp_exporter
+
+        # Spans go to the OTLP/HTTP exporter the OTEL_* variables configure, unless a provider
+        # was set up already (by an agent module, say): docs/tracing.md.
+        flush_traces = install_otlp_exporter()
     sock = bind(address)
     try:
         async with Axon.from_config(config) as axon:
             app = create_app(axon, token=token, max_body_bytes=runtime.max_body_bytes)
             server = _Server(
                 uvicorn.Config(
-                    _CutAtGrace(app, runtime.shutdown_grace),
+                    _CutAtGrace(app, runtime.shutdown_grace, axon.events),
                     http="httptools",
                     lifespan="off",
                     log_config=None,
@@ -180,7 +191,8 @@ async def serve(
                     server_header=False,
                     timeout_graceful_shutdown=math.ceil(runtime.shutdown_grace),
                     timeout_keep_alive=30,
-                )
+                ),
+                axon.events,
             )
             with _signals_stop(server, runtime.shutdown_grace):
                 serving = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
@@ -189,7 +201,9 @@ async def serve(
                 accepting.cancel()
                 if server.accepting.is_set():
                     url = address.url(sock.getsockname()[1])
-                    emit("http.listening", logging.INFO, url=url, auth=token is not None)
+                    axon.events.emit(
+                        "http.listening", logging.INFO, url=url, auth=token is not None
+                    )
                     if on_ready is not None:
                         on_ready(url)
                 await serving
@@ -199,6 +213,8 @@ async def serve(
                 await app.state.relays.aclose(grace=max(0.0, left))
     finally:
         sock.close()
+        if flush_traces is not None:
+            await asyncio.to_thread(flush_traces)  # export what is left; may wait on the network
 
 
 def run(

@@ -1,1 +1,3 @@
-"""Observability: structured log events (and, later, metrics and the dashboard)."""
+"""Observability: structured log events (:mod:`.events`, :mod:`.logging`), Prometheus metrics
+(:mod:`.metrics`, :mod:`.resources`), the live monitor behind the dashboard and ``axon top``
+(:mod:`.monitor`), and OpenTelemetry traces (:mod:`.tracing`)."""

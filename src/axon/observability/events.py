@@ -1,45 +1,25 @@
 """Structured log events: one named event per thing that happens, with its facts as fields.
 
-Every event goes through :func:`emit` to the ``axon`` logger as a record whose ``event``
-attribute names it and whose ``fields`` attribute holds the facts (agent, worker pid, run id,
-conversation id, ...). :mod:`axon.observability.logging` renders records as text or JSON lines.
+Each runtime has one :class:`EventBus`; every event goes through its :meth:`EventBus.emit`:
 
-Event names (stable; operators and tests rely on them):
+- to the ``axon`` logger, as a record whose ``event`` attribute names it and whose ``fields``
+  attribute holds the facts (agent, worker pid, run id, conversation id, ...), which
+  :mod:`axon.observability.logging` renders as text or JSON lines; and
+- to every sink subscribed to the bus, whatever the log level: the Prometheus metrics, the
+  dashboard's timeline and event feed are views of the same events.
 
-=====================  =======  ================================================
-event                  level    fields
-=====================  =======  ================================================
-worker.start           INFO     agent, worker, generation
-worker.ready           INFO     agent, worker, pid, startup_s
-worker.startup_failed  ERROR    agent, worker, pid, message (agent import/build failed)
-worker.exit            INFO     agent, worker, pid, exit_code, signal, reason, was_ready
-                                 (WARNING when the exit was not requested)
-worker.hung            ERROR    agent, worker, pid, silent_s
-worker.output          INFO     agent, worker, pid, stream, line
-worker.kill            WARNING  agent, worker, pid, reason
-agent.restart          WARNING  agent, worker, attempt, delay_s, cause
-agent.failed           ERROR    agent, restarts, window_s, cooldown_s
-agent.state            INFO     agent, previous, state
-run.routed             DEBUG    agent, worker, pid, run, conversation
-run.finished           INFO     agent, conversation, latency_s, outcome ("ok", the error's
-                                 type, or "cancelled": the caller left or cancelled)
-run.timeout            WARNING  agent, conversation, timeout_s
-protocol.error         ERROR    agent, worker, pid, message
-task.failed            ERROR    owner, task, error (a bug: a background task raised)
-http.listening         INFO     url, auth (whether a bearer token is required)
-http.shutdown          INFO     grace_s (stopped accepting; in-flight requests finish)
-http.disconnected      INFO     agent, conversation, on_disconnect (client left mid-run)
-http.cut               WARNING  method, path (still running when the shutdown grace ended)
-http.internal_error    ERROR    method, path, error (a bug: answered with a bare 500)
-=====================  =======  ================================================
+Event names, levels and fields are stable (operators and tests rely on them); the catalogue is
+:data:`EVENTS`, and docs/logging.md lists it for people.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["LOGGER_NAME", "emit"]
+__all__ = ["EVENTS", "LOGGER_NAME", "EventBus", "EventKind", "EventSink"]
 
 LOGGER_NAME = "axon"
 _logger = logging.getLogger(LOGGER_NAME)
@@ -47,8 +27,126 @@ _logger = logging.getLogger(LOGGER_NAME)
 # its own handlers); without this, Python's last-resort handler prints bare event names.
 _logger.addHandler(logging.NullHandler())
 
+_D, _I, _W, _E = logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR
 
-def emit(event: str, level: int = logging.INFO, /, **fields: Any) -> None:
-    """Log one structured event (cheap when the level is disabled)."""
-    if _logger.isEnabledFor(level):
-        _logger.log(level, event, extra={"event": event, "fields": fields})
+
+@dataclass(frozen=True)
+class EventKind:
+    """What one event name means, at which level(s) it is logged, and its fields."""
+
+    levels: tuple[int, ...]
+    """Every level it is logged at (most have one; a few depend on what happened)."""
+    fields: tuple[str, ...]
+    """Exactly the fields it carries, in order."""
+    meaning: str
+
+
+_WORKER = ("agent", "worker", "pid")
+
+EVENTS: dict[str, EventKind] = {
+    "worker.start": EventKind(
+        (_I,), ("agent", "worker", "generation"), "a worker process is being spawned"
+    ),
+    "worker.ready": EventKind(
+        (_I,), (*_WORKER, "startup_s"), "the worker imported its agent and can serve"
+    ),
+    "worker.startup_failed": EventKind(
+        (_E,), (*_WORKER, "message"), "the agent could not be imported or built in the worker"
+    ),
+    "worker.exit": EventKind(
+        (_I, _W),
+        (*_WORKER, "exit_code", "signal", "reason", "cause", "was_ready"),
+        "a worker process ended; WARNING unless the exit was asked for. `cause`: requested, "
+        "crashed, exited, startup_failed, spawn_failed, hung, ignored_cancel, startup_timeout, "
+        "protocol, connection_lost",
+    ),
+    "worker.hung": EventKind(
+        (_E,), (*_WORKER, "silent_s"), "no heartbeat answer for `silent_s`: it will be killed"
+    ),
+    "worker.kill": EventKind((_W,), (*_WORKER, "reason"), "Axon SIGKILLs the worker's group"),
+    "worker.output": EventKind(
+        (_I, _W),
+        (*_WORKER, "stream", "line"),
+        "one line the worker printed; WARNING for stderr",
+    ),
+    "agent.restart": EventKind(
+        (_W,),
+        ("agent", "worker", "attempt", "delay_s", "cause"),
+        "the supervisor restarts a worker after `delay_s` (backoff)",
+    ),
+    "agent.failed": EventKind(
+        (_E,),
+        ("agent", "restarts", "window_s", "cooldown_s"),
+        "the restart intensity was exceeded: the agent is FAILED for `cooldown_s`",
+    ),
+    "agent.state": EventKind(
+        (_I,), ("agent", "previous", "state"), "the agent's supervisor changed state"
+    ),
+    "run.routed": EventKind((_D,), (*_WORKER, "run", "conversation"), "a run was sent to a worker"),
+    "run.finished": EventKind(
+        (_I, _W),
+        ("agent", "conversation", "run", "pid", "outcome", "latency_s", "ttft_s", "commit_s"),
+        "a request ended: `outcome` is ok, the error type, or cancelled (the caller left); "
+        "WARNING for a crash, timeout, failure, overload or outage",
+    ),
+    "run.timeout": EventKind(
+        (_W,), ("agent", "conversation", "timeout_s"), "a request reached its deadline"
+    ),
+    "protocol.error": EventKind(
+        (_E,), (*_WORKER, "message"), "a malformed frame between orchestrator and worker"
+    ),
+    "task.failed": EventKind(
+        (_E,), ("owner", "task", "error"), "a background task raised (a bug in Axon)"
+    ),
+    "http.listening": EventKind(
+        (_I,), ("url", "auth"), "`axon serve` accepts requests (`auth`: a token is required)"
+    ),
+    "http.shutdown": EventKind(
+        (_I,), ("grace_s",), "stopped accepting; in-flight requests get `grace_s` to finish"
+    ),
+    "http.disconnected": EventKind(
+        (_I,),
+        ("agent", "conversation", "on_disconnect"),
+        "a client left mid-run; its run is cancelled or finishes (`on_disconnect`)",
+    ),
+    "http.cut": EventKind(
+        (_W,), ("method", "path"), "a request still running when the shutdown grace ended"
+    ),
+    "http.internal_error": EventKind(
+        (_E,),
+        ("method", "path", "error"),
+        "an unexpected exception, answered with a bare 500 (a bug in Axon)",
+    ),
+}
+"""Every event Axon emits."""
+
+EventSink = Callable[[str, int, Mapping[str, Any]], None]
+"""Receives ``(event, level, fields)`` for every event, synchronously, on the emitting thread.
+It must be quick and must not raise (a sink that raises is logged and skipped)."""
+
+
+class EventBus:
+    """One runtime's events: logged, and handed to every subscribed :data:`EventSink`."""
+
+    def __init__(self) -> None:
+        self._sinks: tuple[EventSink, ...] = ()
+
+    def subscribe(self, sink: EventSink) -> Callable[[], None]:
+        """Send every later event to ``sink``; returns a function that unsubscribes it."""
+        self._sinks = (*self._sinks, sink)
+
+        def unsubscribe() -> None:
+            self._sinks = tuple(s for s in self._sinks if s is not sink)
+
+        return unsubscribe
+
+    def emit(self, event: str, level: int = logging.INFO, /, **fields: Any) -> None:
+        """Log one structured event (cheap when the level is disabled) and hand it to the
+        sinks."""
+        if _logger.isEnabledFor(level):
+            _logger.log(level, event, extra={"event": event, "fields": fields})
+        for sink in self._sinks:
+            try:
+                sink(event, level, fields)
+            except Exception:  # a broken view must not break the runtime
+                _logger.exception("event sink %r failed on %s", sink, event)

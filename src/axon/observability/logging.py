@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 from axon.observability.events import LOGGER_NAME
 
@@ -46,10 +46,25 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def configure_logging(fmt: Literal["text", "json"] = "text", level: int = logging.INFO) -> None:
-    """Send the ``axon`` logger's records to stderr in the given format (idempotent), and the
-    HTTP server's (uvicorn's) warnings and errors the same way."""
-    handler = logging.StreamHandler(sys.stderr)
+def _drop_duplicate_cut(record: logging.LogRecord) -> bool:
+    """uvicorn logs an ERROR when the shutdown grace ends with requests still running; each of
+    them is already an ``http.cut`` WARNING with its method and path, so drop uvicorn's line."""
+    return not (
+        record.name == "uvicorn.error"
+        and "timeout graceful shutdown exceeded" in record.getMessage()
+    )
+
+
+def configure_logging(
+    fmt: Literal["text", "json"] = "text",
+    level: int = logging.INFO,
+    *,
+    stream: TextIO | None = None,
+) -> None:
+    """Send the ``axon`` logger's records to ``stream`` (default: stderr) in the given format
+    (idempotent), and the HTTP server's (uvicorn's) warnings and errors the same way."""
+    handler = logging.StreamHandler(sys.stderr if stream is None else stream)
+    handler.addFilter(_drop_duplicate_cut)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler._axon = True  # type: ignore[attr-defined]
     for name, logger_level in ((LOGGER_NAME, level), ("uvicorn.error", logging.WARNING)):

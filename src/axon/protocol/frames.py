@@ -6,7 +6,8 @@ any code acts on it. Frames that belong to a run carry its ``id`` (unique per co
 by the orchestrator), which is what lets many runs share one socket.
 
 Orchestrator -> worker: ``run``, ``cancel``, ``ping``, ``shutdown``.
-Worker -> orchestrator: ``hello``, ``ready``, ``event``, ``result``, ``error``, ``pong``.
+Worker -> orchestrator: ``hello``, ``ready``, ``event``, ``spans``, ``result``, ``error``,
+``pong``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ __all__ = [
     "Result",
     "Run",
     "Shutdown",
+    "SpanEventRecord",
+    "SpanRecord",
+    "Spans",
 ]
 
 PROTOCOL_VERSION = 1
@@ -64,6 +68,9 @@ class Run(_Frame, tag="run"):
     conversation_id: str | None = None
     timeout: float | None = None
     stream: bool = False
+    trace: dict[str, str] | None = None
+    """The orchestrator's span for this run, as W3C trace-context headers (``traceparent``,
+    maybe ``tracestate``/``baggage``); None (and omitted) when tracing is off."""
 
 
 class Cancel(_Frame, tag="cancel"):
@@ -91,6 +98,43 @@ class Result(_Frame, tag="result"):
     usage: dict[str, Any] = {}
 
 
+class SpanEventRecord(msgspec.Struct, omit_defaults=True):
+    """One event of a :class:`SpanRecord` (e.g. a recorded exception)."""
+
+    name: str
+    time_ns: int
+    attributes: dict[str, Any] = {}
+
+
+class SpanRecord(msgspec.Struct, omit_defaults=True):
+    """One finished span of a worker, as plain data the orchestrator re-creates.
+
+    ``parent_id`` is the span id of its parent in the worker's trace: a span of the same run,
+    or, for the run's top span, the orchestrator's span named in the run's ``trace``. ``kind``
+    is an OpenTelemetry ``SpanKind`` name in lower case, ``status`` one of ``unset``, ``ok``,
+    ``error``; times are nanoseconds since the epoch."""
+
+    name: str
+    span_id: int
+    start_ns: int
+    end_ns: int
+    parent_id: int | None = None
+    kind: str = "internal"
+    attributes: dict[str, Any] = {}
+    events: list[SpanEventRecord] = []
+    status: str = "unset"
+    status_message: str | None = None
+    scope: str = ""
+    scope_version: str | None = None
+
+
+class Spans(_Frame, tag="spans"):
+    """The finished spans of traced run ``id``, sent just before its ``result`` or ``error``."""
+
+    id: int
+    spans: list[SpanRecord] = []
+
+
 class Error(_Frame, tag="error"):
     """Run ``id`` failed, or (``id`` is None) the peer rejected a frame or failed to start.
 
@@ -116,4 +160,4 @@ class Shutdown(_Frame, tag="shutdown"):
     grace: float = 5.0
 
 
-Frame = Hello | Ready | Run | Cancel | Event | Result | Error | Ping | Pong | Shutdown
+Frame = Hello | Ready | Run | Cancel | Event | Spans | Result | Error | Ping | Pong | Shutdown

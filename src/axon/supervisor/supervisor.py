@@ -37,7 +37,7 @@ from typing import Literal
 
 from axon._tasks import TaskSet
 from axon.config import AgentSpec, SupervisorSpec
-from axon.observability.events import emit
+from axon.observability.events import EventBus
 from axon.status import AgentStatus, ExitRecord, WorkerStatus
 from axon.supervisor.policy import (
     Exit,
@@ -90,6 +90,7 @@ class AgentSupervisor:
         socket_dir: Path,
         tasks: TaskSet,
         on_capacity: Callable[[], None] = lambda: None,
+        events: EventBus | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
@@ -98,6 +99,7 @@ class AgentSupervisor:
         self._socket_dir = socket_dir
         self._tasks = tasks
         self._on_capacity = on_capacity
+        self._events = events or EventBus()
         self._clock = clock
         self._rng = rng or random.Random()
         self._intensity = RestartIntensity(supervision.max_restarts, supervision.max_seconds)
@@ -255,6 +257,7 @@ class AgentSupervisor:
             socket_dir=self._socket_dir,
             on_capacity=self._worker_capacity_changed,
             on_load=self._notify_change,
+            events=self._events,
         )
         slot.worker = worker
         slot.state.change(WorkerState.STARTING)
@@ -281,6 +284,7 @@ class AgentSupervisor:
             signal=info.signal,
             reason=info.reason,
             during_startup=not info.was_ready,
+            cause=info.cause,
         )
         slot.last_exit = record
         if not info.requested:
@@ -321,7 +325,7 @@ class AgentSupervisor:
         for index in children_to_restart(self.supervision.strategy, len(self._slots), slot.index):
             sibling = self._slots[index]
             sibling.restarts += 1
-            emit(
+            self._events.emit(
                 "agent.restart",
                 logging.WARNING,
                 agent=self.spec.id,
@@ -337,7 +341,7 @@ class AgentSupervisor:
 
     def _fail(self) -> None:
         cooldown = self.supervision.failed_cooldown
-        emit(
+        self._events.emit(
             "agent.failed",
             logging.ERROR,
             agent=self.spec.id,
@@ -450,7 +454,7 @@ class AgentSupervisor:
 
     def _on_agent_change(self, change: object) -> None:
         state = self.state.state
-        emit(
+        self._events.emit(
             "agent.state",
             logging.INFO,
             agent=self.spec.id,

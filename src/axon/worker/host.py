@@ -10,6 +10,11 @@ Runs execute concurrently as tasks of one ``TaskGroup``, at most ``max_concurren
 Heartbeat pings are answered from the same event loop, so a blocked loop stops answering them
 and the orchestrator can tell a hung worker from a busy one.
 
+Tracing: a ``run`` frame that carries the orchestrator's trace context runs under it with
+pydantic-ai's instrumentation, and the run's finished spans go back in a ``spans`` frame just
+before its ``result`` or ``error`` (see :mod:`axon.observability.tracing`). The OpenTelemetry SDK
+is imported on the first such run, never in a worker that is not traced.
+
 Cancellation contract: a ``cancel`` frame cancels the run's pydantic-ai ``CancellationToken``;
 the run then ends with an ``error`` frame of type ``cancelled``. A run whose code ignores the
 cancel is the orchestrator's problem: it kills the whole worker after a grace period.
@@ -23,7 +28,7 @@ import ctypes
 import os
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from pydantic_core import to_jsonable_python
@@ -44,7 +49,11 @@ from axon.protocol.frames import (
     Result,
     Run,
     Shutdown,
+    Spans,
 )
+
+if TYPE_CHECKING:
+    from axon.observability.tracing import WorkerTracing
 
 __all__ = [
     "EXIT_CONNECTION_LOST",
@@ -119,6 +128,7 @@ class WorkerHost:
         self._tokens: dict[int, Any] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(settings.max_concurrency)
+        self._tracing: WorkerTracing | None = None
 
     async def serve(self) -> int:
         """Serve until shutdown or EOF; the process exit code."""
@@ -149,7 +159,13 @@ class WorkerHost:
                 if frame.id in self._tasks:
                     self._send_error(frame.id, ProtocolError(f"run id {frame.id} already in use"))
                     return
-                self._tasks[frame.id] = group.create_task(self._run(frame))
+                from pydantic_ai import CancellationToken
+
+                # The token exists before the task first runs: a ``cancel`` read in the same
+                # batch of bytes as its ``run`` must not find nothing to cancel.
+                token = CancellationToken()
+                self._tokens[frame.id] = token
+                self._tasks[frame.id] = group.create_task(self._run(frame, token))
             case Cancel(id=run_id):
                 token = self._tokens.get(run_id)
                 if token is not None:
@@ -161,56 +177,79 @@ class WorkerHost:
             case _:
                 self._send_error(None, ProtocolError(f"unexpected frame {type(frame).__name__}"))
 
-    async def _run(self, frame: Run) -> None:
-        from pydantic_ai import (
-            CancellationToken,
-            ModelMessagesTypeAdapter,
-            RunCancelled,
-            RunTimedOut,
-        )
+    async def _run(self, frame: Run, token: Any) -> None:
+        from pydantic_ai import ModelMessagesTypeAdapter, RunCancelled, RunTimedOut
 
-        token = CancellationToken()
-        self._tokens[frame.id] = token
+        spans: list[Any] | None = None
+        answer: Result | Error | None = None
         try:
-            async with self._slots:
-                history = ModelMessagesTypeAdapter.validate_json(frame.history)
+            with contextlib.ExitStack() as traced:
                 kwargs: dict[str, Any] = {
-                    "message_history": history,
                     "conversation_id": frame.conversation_id,
                     "cancellation_token": token,
                     "timeout": frame.timeout,
                     "deps": self._deps,
                 }
+                if frame.trace is not None:
+                    tracing = self._worker_tracing()
+                    spans = traced.enter_context(tracing.run(frame.trace))
+                    kwargs["capabilities"] = [tracing.capability]
                 if self._model is not None:
                     kwargs["model"] = self._model
-                if frame.stream:
-                    result = await self._run_streamed(frame, kwargs)
-                else:
-                    result = await self._agent.run(frame.prompt, **kwargs)
-            self._send(
-                Result(
-                    id=frame.id,
-                    output=to_jsonable_python(result.output),
-                    messages=ModelMessagesTypeAdapter.dump_json(result.new_messages()),
-                    run_id=result.run_id,
-                    usage=to_jsonable_python(result.usage),
-                )
+                async with self._slots:
+                    kwargs["message_history"] = ModelMessagesTypeAdapter.validate_json(
+                        frame.history
+                    )
+                    if frame.stream:
+                        result = await self._run_streamed(frame, kwargs)
+                    else:
+                        result = await self._agent.run(frame.prompt, **kwargs)
+            answer = Result(
+                id=frame.id,
+                output=to_jsonable_python(result.output),
+                messages=ModelMessagesTypeAdapter.dump_json(result.new_messages()),
+                run_id=result.run_id,
+                usage=to_jsonable_python(result.usage),
             )
         except RunTimedOut:  # a subclass of RunCancelled: catch it first
             err = AgentTimeout(self._settings.agent_id, timeout=frame.timeout or 0.0)
-            self._send_error(frame.id, err)
+            answer = Error(id=frame.id, error=err.to_dict())
         except RunCancelled:
-            self._send(Error(id=frame.id, error={"type": "cancelled", "message": "run cancelled"}))
+            answer = Error(id=frame.id, error={"type": "cancelled", "message": "run cancelled"})
         except ChannelClosed:
             pass
         except Exception as exc:
             remote = AgentRunFailed(
                 self._settings.agent_id, remote_type=type(exc).__name__, remote_message=str(exc)
             )
-            self._send_error(frame.id, remote)
+            answer = Error(id=frame.id, error=remote.to_dict())
         finally:
             self._tokens.pop(frame.id, None)
             self._tasks.pop(frame.id, None)
+        if answer is not None:
+            if spans:
+                self._send_spans(frame.id, spans)
+            self._send(answer)
+
+    def _worker_tracing(self) -> WorkerTracing:
+        if self._tracing is None:
+            from axon.observability.tracing import WorkerTracing
+
+            self._tracing = WorkerTracing()
+        return self._tracing
+
+    def _send_spans(self, run_id: int, spans: list[Any]) -> None:
+        """The run's finished spans, before its answer. Spans that cannot be sent (too large
+        for one frame, or an attribute msgpack cannot carry) are dropped: the run is not."""
+        from axon.observability.tracing import span_records
+
+        try:
+            frame = Spans(id=run_id, spans=span_records(spans))
+            self._channel.send_nowait(frame)
+        except ChannelClosed:
+            pass
+        except (FrameTooLarge, TypeError, OverflowError, ValueError) as exc:
+            _log(f"the spans of run {run_id} were dropped: {exc}")
 
     async def _run_streamed(self, frame: Run, kwargs: dict[str, Any]) -> Any:
         from pydantic_ai import (

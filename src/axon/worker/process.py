@@ -32,12 +32,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
 from axon.config import AgentSpec, SupervisorSpec
 from axon.errors import AgentCrashed, AxonError, ProtocolError
-from axon.observability.events import emit
+from axon.observability.events import EventBus
 from axon.protocol.channel import ChannelClosed, FrameChannel
 from axon.protocol.codec import FrameTooLarge
 from axon.protocol.frames import (
@@ -53,6 +54,8 @@ from axon.protocol.frames import (
     Result,
     Run,
     Shutdown,
+    SpanRecord,
+    Spans,
 )
 from axon.worker.host import WorkerSettings
 
@@ -60,6 +63,20 @@ __all__ = ["ExitInfo", "RunCall", "StartupFailed", "WorkerGone", "WorkerProcess"
 
 _EOF_REAP_TIMEOUT = 1.0
 """After EOF, how long the process gets to be reaped before we SIGKILL it."""
+
+
+KillCause = Literal["hung", "ignored_cancel", "startup_timeout", "protocol", "connection_lost"]
+"""Why Axon killed a worker (the ``cause`` of its exit)."""
+
+ExitCause = Literal["requested", "crashed", "exited", "startup_failed", "spawn_failed", KillCause]
+"""How a worker's exit is counted (a bounded set, used as a metric label):
+
+- ``requested``: a stop or restart asked for it;
+- ``crashed``: it died on its own after it was ready (non-zero exit code or a signal);
+- ``exited``: it exited with code 0 without being asked;
+- ``startup_failed``: it died before it said ``ready``; ``spawn_failed``: it never started;
+- the :data:`KillCause` values: Axon killed it for that reason.
+"""
 
 
 @dataclass(frozen=True)
@@ -72,6 +89,7 @@ class ExitInfo:
     was_ready: bool
     requested: bool
     reason: str | None = None
+    cause: ExitCause = "crashed"
 
     def describe(self) -> str:
         if self.signal is not None:
@@ -97,12 +115,15 @@ class WorkerGone(Exception):
 class RunCall:
     """One run in flight on a worker: a stream of ``Event`` frames ending in ``Result``."""
 
-    __slots__ = ("_queue", "done", "id", "started")
+    __slots__ = ("_queue", "done", "id", "on_spans", "started")
 
     def __init__(self, run_id: int) -> None:
         self.id = run_id
         self.started = time.perf_counter()
         self.done = False
+        self.on_spans: Callable[[list[SpanRecord]], None] | None = None
+        """Called with the run's ``spans`` frame (a traced run), as it arrives: before the
+        run's result or error is delivered, or after the caller gave up on the run."""
         self._queue: asyncio.Queue[Event | Result | AxonError] = asyncio.Queue()
 
     def deliver(self, item: Event | Result | AxonError) -> None:
@@ -130,8 +151,10 @@ class WorkerProcess:
         socket_dir: Path,
         on_capacity: Callable[[], None] = lambda: None,
         on_load: Callable[[], None] = lambda: None,
+        events: EventBus | None = None,
     ) -> None:
         self.spec = spec
+        self._events = events or EventBus()
         self._on_load = on_load  # a run started: load went up, no capacity was freed
         self.index = index
         self.generation = generation
@@ -149,6 +172,7 @@ class WorkerProcess:
         self._last_pong = 0.0
         self._stop_requested = False
         self._kill_reason: str | None = None
+        self._kill_cause: KillCause | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._gone = asyncio.Event()
 
@@ -178,8 +202,10 @@ class WorkerProcess:
         conversation_id: str | None,
         timeout: float | None,
         stream: bool,
+        trace: dict[str, str] | None = None,
     ) -> RunCall:
-        """Send a ``run`` frame now (no await: callers rely on it to keep slot counts exact)."""
+        """Send a ``run`` frame now (no await: callers rely on it to keep slot counts exact).
+        ``trace``: the request span's propagation headers (tracing on), else None."""
         assert self._channel is not None
         call = RunCall(next(self._run_ids))
         self._runs[call.id] = call
@@ -191,6 +217,7 @@ class WorkerProcess:
             conversation_id=conversation_id,
             timeout=timeout,
             stream=stream,
+            trace=trace,
         )
         try:
             self._channel.send_nowait(frame)
@@ -210,13 +237,16 @@ class WorkerProcess:
     async def _enforce_cancel(self, call: RunCall) -> None:
         await asyncio.sleep(self._supervision.cancel_grace)
         if not call.done and not self._gone.is_set():
-            self.kill(f"run {call.id} ignored cancel for {self._supervision.cancel_grace:g}s")
+            self.kill(
+                f"run {call.id} ignored cancel for {self._supervision.cancel_grace:g}s",
+                "ignored_cancel",
+            )
 
     # -- life cycle -------------------------------------------------------------------------
 
     async def run(self) -> ExitInfo:
         """Spawn, serve, and return how the process ended (see module docstring)."""
-        emit(
+        self._events.emit(
             "worker.start",
             logging.INFO,
             agent=self.spec.id,
@@ -240,11 +270,20 @@ class WorkerProcess:
         except OSError as exc:
             server.close()
             self._fail_ready(StartupFailed(f"cannot spawn worker: {exc}"))
-            return ExitInfo(None, None, None, False, self._stop_requested, f"spawn failed: {exc}")
+            return ExitInfo(
+                None,
+                None,
+                None,
+                False,
+                self._stop_requested,
+                f"spawn failed: {exc}",
+                "requested" if self._stop_requested else "spawn_failed",
+            )
         self.pid = self._proc.pid
         try:
             return await self._supervise(server, connected, started)
         except asyncio.CancelledError:
+            self._stop_requested = True
             self.kill("supervisor cancelled")
             with contextlib.suppress(ProcessLookupError, ChildProcessError):
                 await asyncio.shield(self._proc.wait())
@@ -289,8 +328,7 @@ class WorkerProcess:
         self._spawn_task(self._pump_output(proc.stderr, "stderr"))
         waiter = asyncio.ensure_future(proc.wait())
         startup_timer = asyncio.get_running_loop().call_later(
-            self._supervision.startup_timeout,
-            lambda: self.kill(f"not ready within {self._supervision.startup_timeout:g}s"),
+            self._supervision.startup_timeout, self._startup_overdue
         )
         try:
             done, _ = await asyncio.wait({waiter, connected}, return_when=asyncio.FIRST_COMPLETED)
@@ -309,7 +347,7 @@ class WorkerProcess:
                     try:
                         await asyncio.wait_for(asyncio.shield(waiter), grace)
                     except TimeoutError:
-                        self.kill("connection lost but process still alive")
+                        self.kill("connection lost but process still alive", "connection_lost")
                         await waiter
                 else:
                     # The process is gone; frames it wrote before dying may still be buffered.
@@ -321,19 +359,34 @@ class WorkerProcess:
             startup_timer.cancel()
         return self._finish(proc.returncode)
 
+    def _startup_overdue(self) -> None:
+        if not self.ready.done():  # a worker that said ``ready`` in time is past start-up
+            self.kill(f"not ready within {self._supervision.startup_timeout:g}s", "startup_timeout")
+
     def _finish(self, returncode: int | None) -> ExitInfo:
         self._gone.set()
         code = returncode if returncode is not None and returncode >= 0 else None
         sig = -returncode if returncode is not None and returncode < 0 else None
+        was_ready = (
+            self.ready.done() and not self.ready.cancelled() and self.ready.exception() is None
+        )
+        cause: ExitCause
+        if self._kill_cause is not None:
+            cause = self._kill_cause
+        elif self._stop_requested:
+            cause = "requested"
+        elif not was_ready:
+            cause = "startup_failed"
+        else:
+            cause = "exited" if code == 0 else "crashed"
         info = ExitInfo(
             pid=self.pid,
             code=code,
             signal=sig,
-            was_ready=self.ready.done()
-            and not self.ready.cancelled()
-            and self.ready.exception() is None,
+            was_ready=was_ready,
             requested=self._stop_requested,
             reason=self._kill_reason,
+            cause=cause,
         )
         crash = self._crash_error(info)
         for call in self._runs.values():
@@ -342,7 +395,7 @@ class WorkerProcess:
         self._runs.clear()
         self._fail_ready(StartupFailed(f"worker exited during start-up: {info.describe()}"))
         abnormal = not info.requested and (info.code != 0 or info.signal is not None)
-        emit(
+        self._events.emit(
             "worker.exit",
             logging.WARNING if abnormal else logging.INFO,
             agent=self.spec.id,
@@ -351,6 +404,7 @@ class WorkerProcess:
             exit_code=info.code,
             signal=info.signal,
             reason=info.reason,
+            cause=info.cause,
             was_ready=info.was_ready,
         )
         if self._channel is not None:
@@ -384,7 +438,7 @@ class WorkerProcess:
                 return
             except FrameTooLarge as exc:
                 self._protocol_error(exc.message)
-                self.kill("unrecoverable frame from worker")
+                self.kill("unrecoverable frame from worker", "protocol")
                 return
             except ProtocolError as exc:
                 self._protocol_error(exc.message)
@@ -404,8 +458,12 @@ class WorkerProcess:
                 if isinstance(frame, Result):
                     self._end_run(call)
                 call.deliver(frame)
+            case Spans(id=run_id, spans=spans):
+                call = self._runs.get(run_id)
+                if call is not None and call.on_spans is not None:
+                    call.on_spans(spans)
             case Error(id=None, error=error) if error.get("type") == "startup_failed":
-                emit(
+                self._events.emit(
                     "worker.startup_failed",
                     logging.ERROR,
                     agent=self.spec.id,
@@ -422,7 +480,7 @@ class WorkerProcess:
                     call.deliver(AxonError.from_dict(error))
             case Hello(protocol=version) | Ready(protocol=version) if version != PROTOCOL_VERSION:
                 self._protocol_error(f"worker speaks protocol {version}, not {PROTOCOL_VERSION}")
-                self.kill("protocol version mismatch")
+                self.kill("protocol version mismatch", "protocol")
             case Hello():
                 pass
             case Ready():
@@ -430,7 +488,7 @@ class WorkerProcess:
                 self._last_pong = time.monotonic()
                 if not self.ready.done():
                     self.ready.set_result(None)
-                emit(
+                self._events.emit(
                     "worker.ready",
                     logging.INFO,
                     agent=self.spec.id,
@@ -454,7 +512,7 @@ class WorkerProcess:
         self._on_capacity()
 
     def _protocol_error(self, message: str) -> None:
-        emit(
+        self._events.emit(
             "protocol.error",
             logging.ERROR,
             agent=self.spec.id,
@@ -471,7 +529,7 @@ class WorkerProcess:
         while not self._gone.is_set() and not self._stop_requested:
             silent = time.monotonic() - self._last_pong
             if silent > limit:
-                emit(
+                self._events.emit(
                     "worker.hung",
                     logging.ERROR,
                     agent=self.spec.id,
@@ -479,7 +537,7 @@ class WorkerProcess:
                     pid=self.pid,
                     silent_s=round(silent, 3),
                 )
-                self.kill(f"hung: no heartbeat for {silent:.1f}s")
+                self.kill(f"hung: no heartbeat for {silent:.1f}s", "hung")
                 return
             if self._channel is not None:
                 with contextlib.suppress(ChannelClosed):
@@ -487,10 +545,12 @@ class WorkerProcess:
             await asyncio.sleep(interval)
 
     async def _pump_output(self, stream: asyncio.StreamReader, name: str) -> None:
+        # stderr is where Python puts tracebacks and warnings: an operator wants to see those.
+        level = logging.WARNING if name == "stderr" else logging.INFO
         while line := await stream.readline():
-            emit(
+            self._events.emit(
                 "worker.output",
-                logging.INFO,
+                level,
                 agent=self.spec.id,
                 worker=self.index,
                 pid=self.pid,
@@ -510,13 +570,15 @@ class WorkerProcess:
         if self._channel is not None:
             self._channel.abort()
 
-    def kill(self, reason: str) -> None:
-        """SIGKILL the worker's whole process group now."""
+    def kill(self, reason: str, cause: KillCause | None = None) -> None:
+        """SIGKILL the worker's whole process group now; ``cause`` says why, unless the kill
+        is part of a requested stop."""
         if self._proc is None or self._proc.returncode is not None:
             return
         if self._kill_reason is None:
             self._kill_reason = reason
-        emit(
+            self._kill_cause = cause
+        self._events.emit(
             "worker.kill",
             logging.WARNING,
             agent=self.spec.id,
