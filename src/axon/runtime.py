@@ -282,12 +282,6 @@ class Axon:
         span: RunSpan | None = None
         if self._tracer is not None:
             span = self._tracer.start(agent_id, cid, stream)
-        try:
-            router.check_available()  # fail fast, before waiting for the conversation's turn
-        except AxonError as exc:
-            if span is not None:
-                span.end(exc.type, exc)
-            raise
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         deadline = loop.time() + seconds
@@ -298,6 +292,9 @@ class Axon:
         commit_s: float | None = None
         failure: BaseException | None = None
         try:
+            # Fail fast (counted, logged and traced like any outcome), before waiting for the
+            # conversation's turn.
+            router.check_available()
             async with contextlib.AsyncExitStack() as turn:
                 async with self._deadline(deadline, agent_id, seconds, cid):
                     my_turn = await turn.enter_async_context(self._locks.hold(cid, policy))

@@ -10,6 +10,7 @@ first polls ``/metrics`` until the expected total is there, then compares every 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable
@@ -19,11 +20,11 @@ import httpx
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
-from axon import AgentSpec, Axon, RuntimeSpec
+from axon import AgentSpec, AgentUnavailable, Axon, RuntimeSpec
 from axon.observability.metrics import RuntimeMetrics
-from axon.testing import EventLog, kill_worker, wait_until, wait_until_serving
+from axon.testing import EventLog, capture_events, kill_worker, wait_until, wait_until_serving
 
-from ..conftest import MISBEHAVING, ServeAxon, StartAxon
+from ..conftest import FAST, MISBEHAVING, ServeAxon, StartAxon
 
 T = TypeVar("T")
 STATES = ("starting", "running", "restarting", "failed", "stopping", "stopped")
@@ -320,3 +321,28 @@ async def test_metrics_off_serves_404_and_subscribes_no_sink(serve_axon: ServeAx
     assert response.status_code == 404
     assert response.json()["error"]["type"] == "not_found"
     assert "Traceback" not in response.text
+
+
+async def test_requests_refused_by_a_failed_agent_are_counted(start_axon: StartAxon) -> None:
+    axon = await start_axon(
+        AgentSpec(id="broken", agent="axon.examples.misbehaving:raise_at_startup"),
+        supervisor=FAST.model_copy(update={"max_restarts": 0}),
+    )
+    assert axon.agent("broken").state == "failed"
+    with capture_events() as events:
+        for _ in range(3):
+            try:
+                await axon.send_message("broken", "hi")
+            except AgentUnavailable:
+                pass
+            else:
+                raise AssertionError("a failed agent answered")
+        finished = events.find("run.finished", agent="broken")
+    assert [e.fields["outcome"] for e in finished] == ["agent_unavailable"] * 3
+    assert all(e.levelno == logging.WARNING for e in finished)
+    assert axon.metrics is not None
+    series = parse(axon.metrics.exposition()[0].decode())
+    assert by_label(series, "axon_runs_total", "broken", "outcome") == {
+        "ok": 0.0,
+        "agent_unavailable": 3.0,
+    }
