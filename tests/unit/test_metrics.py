@@ -266,3 +266,25 @@ def test_a_malformed_event_does_not_break_the_emitter(caplog: pytest.LogCaptureF
     assert any("failed on run.finished" in r.getMessage() for r in caplog.records)
     run_finished(rt.bus, "a", "ok", 0.1)
     assert value(scrape(rt.metrics), "axon_runs_total", agent="a", outcome="ok") == 1
+
+
+async def test_scrape_reads_the_runtime_on_the_loop_and_formats_elsewhere() -> None:
+    import threading
+
+    from axon.observability.events import EventBus
+    from axon.observability.metrics import RuntimeMetrics
+    from axon.observability.resources import WorkerResources
+    from axon.status import AgentStatus
+
+    callers: list[int] = []
+
+    def agents() -> list[AgentStatus]:
+        callers.append(threading.get_ident())
+        return [AgentStatus(id="a", state="running", restarts=0, queued=4)]
+
+    metrics = RuntimeMetrics(EventBus(), agents, ["a"], WorkerResources())
+    body, content_type = await metrics.scrape()
+    assert callers == [threading.get_ident()]  # read once, on the event loop's thread
+    assert 'axon_run_queue_depth{agent="a"} 4.0' in body.decode()
+    assert content_type.startswith("text/plain")
+    assert body.decode().splitlines()[:40] == metrics.exposition()[0].decode().splitlines()[:40]

@@ -146,8 +146,8 @@ def serve(
         console.print(f"[green]axon is serving {name} on {url}[/green]  (Ctrl-C to stop)")
         first = cfg.agents[0].id if cfg.agents else "AGENT"
         console.print(
-            f"try: axon send {first} 'What is the weather in Paris?' --url {url}   "
-            f"or open {url}/docs",
+            f"try: axon send {first} 'What is the weather in Paris?' --url {url}\n"
+            f"live view: {url}/dashboard  (or axon top --url {url});  API: {url}/docs",
             soft_wrap=True,
         )
 

@@ -357,7 +357,7 @@ def _probe_routes() -> APIRouter:
         recorder = _runtime(request).metrics
         if recorder is None:
             return plain_error(404, "not_found", "metrics are off (runtime.metrics = false)")
-        body, content_type = recorder.exposition()
+        body, content_type = await recorder.scrape()
         return Response(body, media_type=content_type)
 
     return router
