@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from axon.cli.main import _error_line, exit_code_of  # pyright: ignore[reportPrivateUsage]
+from axon.cli.remote import _error_line, exit_code_of  # pyright: ignore[reportPrivateUsage]
 from axon.client import (
     AxonClient,
     ConnectionLost,

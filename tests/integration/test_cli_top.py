@@ -17,7 +17,8 @@ from typing import Any
 
 import httpx
 
-from axon.cli.main import _exit_text, _last_exit  # pyright: ignore[reportPrivateUsage]
+from axon.cli.remote import exit_text as _exit_text
+from axon.cli.remote import last_exit as _last_exit
 
 from ..conftest import TEST_SERVER_TOML, ServeAxon
 

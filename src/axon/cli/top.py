@@ -20,22 +20,29 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from axon.cli.main import (
-    _STATE_STYLES,  # pyright: ignore[reportPrivateUsage]
-    _exit_text,  # pyright: ignore[reportPrivateUsage]
-    _last_exit,  # pyright: ignore[reportPrivateUsage]
+from axon.cli.app import app, console
+from axon.cli.remote import (
+    DEFAULT_URL,
+    STATE_STYLES,
+    JsonOutput,
+    Token,
+    Url,
+    exit_text,
+    last_exit,
+    remote,
 )
 from axon.client import AxonClient, ConnectionLost, ServerUnreachable
 from axon.errors import AxonError
 
-__all__ = ["render_frame", "run_top", "sparkline"]
+__all__ = ["render_frame", "run_top", "sparkline", "top"]
 
 EVENTS_SHOWN = 8
 SPARK_SECONDS = 60.0
@@ -251,28 +258,28 @@ def _agents(agents: list[dict[str, Any]]) -> Table:
         state = str(agent["state"])
         table.add_row(
             Text(str(agent["id"]), style="bold"),
-            Text(state, style=_STATE_STYLES.get(state, "")),
+            Text(state, style=STATE_STYLES.get(state, "")),
             str(agent["restarts"]),
             str(agent["in_flight"]),
             str(agent["queued"]),
             "",
             "",
             "",
-            _exit_text(_last_exit(agent)),
+            exit_text(last_exit(agent)),
         )
         for worker in agent["workers"]:
             wstate = str(worker["state"])
             cpu = worker.get("cpu_percent")
             table.add_row(
                 f"  worker {worker['index']}",
-                Text(wstate, style=_STATE_STYLES.get(wstate, "")),
+                Text(wstate, style=STATE_STYLES.get(wstate, "")),
                 str(worker["restarts"]),
                 str(worker["in_flight"]),
                 "",
                 "-" if worker["pid"] is None else str(worker["pid"]),
                 "-" if cpu is None else f"{cpu:.1f}%",
                 _mib(worker.get("rss_bytes")),
-                _exit_text(worker.get("last_exit")),
+                exit_text(worker.get("last_exit")),
                 style="dim" if wstate == "running" else "",
             )
     return table
@@ -312,3 +319,24 @@ def _mib(value: int | None) -> str:
 
 def _clock(unix: float) -> str:
     return datetime.fromtimestamp(unix).strftime("%H:%M:%S")
+
+
+@app.command()
+def top(
+    interval: Annotated[
+        float, typer.Option("--interval", min=0.1, help="Seconds between refreshes.")
+    ] = 1.0,
+    once: Annotated[bool, typer.Option("--once", help="Print one frame and exit.")] = False,
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+    json_output: JsonOutput = False,
+) -> None:
+    """A live view of the server (what /dashboard shows): runs/s, errors, p50/p99 latency and
+    in-flight with sparklines of the last minute, recent crashes and restarts, and every agent
+    and worker. Ctrl-C quits (exit 0).
+
+    With --json: the GET /v1/monitor body, one JSON line per refresh (after the first, only
+    the events that are new).
+    """
+    with remote(url, token) as client:
+        run_top(client, interval=interval, once=once, json_output=json_output, console=console)
