@@ -78,6 +78,7 @@ from axon.validation import (
     check_timeout,
     new_conversation_id,
 )
+from axon.worker.links import WorkerLinks
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
@@ -110,9 +111,12 @@ class Axon:
         config: AxonConfig | None = None,
         check_imports: bool = True,
         tracer_provider: TracerProvider | None = None,
+        worker_links: WorkerLinks | None = None,
     ) -> None:
         """``tracer_provider``: where request spans go when ``runtime.tracing`` is on (default:
-        the global one). ``ConfigError`` if tracing is on and the OpenTelemetry SDK is missing."""
+        the global one). ``ConfigError`` if tracing is on and the OpenTelemetry SDK is missing.
+        ``worker_links``: interpose on every worker's link to the orchestrator (fault injection,
+        see :mod:`axon.worker.links`)."""
         if config is None:
             config = AxonConfig(
                 runtime=runtime or RuntimeSpec(),
@@ -142,6 +146,7 @@ class Axon:
             from axon.observability.tracing import RunTracer
 
             self._tracer = RunTracer(tracer_provider)
+        self._worker_links = worker_links
         self._socket_dir: Path | None = None
         self._started = False
 
@@ -196,6 +201,7 @@ class Axon:
                 tasks=self._tasks,
                 on_capacity=on_capacity,
                 events=self.events,
+                links=self._worker_links,
             )
             self._routers[spec.id] = AgentRouter(supervisor)
             supervisor.start()

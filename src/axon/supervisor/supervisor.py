@@ -53,6 +53,7 @@ from axon.supervisor.states import (
     StateCell,
     WorkerState,
 )
+from axon.worker.links import WorkerLinks
 from axon.worker.process import ExitInfo, WorkerProcess
 
 __all__ = ["AgentSupervisor"]
@@ -91,6 +92,7 @@ class AgentSupervisor:
         tasks: TaskSet,
         on_capacity: Callable[[], None] = lambda: None,
         events: EventBus | None = None,
+        links: WorkerLinks | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
@@ -100,6 +102,7 @@ class AgentSupervisor:
         self._tasks = tasks
         self._on_capacity = on_capacity
         self._events = events or EventBus()
+        self._links = links
         self._clock = clock
         self._rng = rng or random.Random()
         self._intensity = RestartIntensity(supervision.max_restarts, supervision.max_seconds)
@@ -258,6 +261,7 @@ class AgentSupervisor:
             on_capacity=self._worker_capacity_changed,
             on_load=self._notify_change,
             events=self._events,
+            links=self._links,
         )
         slot.worker = worker
         slot.state.change(WorkerState.STARTING)

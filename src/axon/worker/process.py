@@ -58,6 +58,7 @@ from axon.protocol.frames import (
     Spans,
 )
 from axon.worker.host import WorkerSettings
+from axon.worker.links import WorkerLink, WorkerLinks
 
 __all__ = ["ExitInfo", "RunCall", "StartupFailed", "WorkerGone", "WorkerProcess"]
 
@@ -152,9 +153,11 @@ class WorkerProcess:
         on_capacity: Callable[[], None] = lambda: None,
         on_load: Callable[[], None] = lambda: None,
         events: EventBus | None = None,
+        links: WorkerLinks | None = None,
     ) -> None:
         self.spec = spec
         self._events = events or EventBus()
+        self._links = links
         self._on_load = on_load  # a run started: load went up, no capacity was freed
         self.index = index
         self.generation = generation
@@ -265,10 +268,17 @@ class WorkerProcess:
         with contextlib.suppress(FileNotFoundError):
             self._socket_path.unlink()
         server = await asyncio.start_unix_server(on_connect, path=str(self._socket_path))
+        link: WorkerLink | None = None
         try:
-            self._proc = await self._spawn()
+            if self._links is not None:
+                link = await self._links.open(
+                    self.spec.id, self.index, self.generation, self._socket_path
+                )
+            self._proc = await self._spawn(self._socket_path if link is None else link.path)
         except OSError as exc:
             server.close()
+            if link is not None:
+                await link.aclose()
             self._fail_ready(StartupFailed(f"cannot spawn worker: {exc}"))
             return ExitInfo(
                 None,
@@ -294,8 +304,10 @@ class WorkerProcess:
                 self._socket_path.unlink()
             for task in self._tasks:
                 task.cancel()
+            if link is not None:
+                await link.aclose()
 
-    async def _spawn(self) -> asyncio.subprocess.Process:
+    async def _spawn(self, connect_to: Path) -> asyncio.subprocess.Process:
         settings = WorkerSettings(
             agent_id=self.spec.id,
             agent=self.spec.agent,
@@ -308,7 +320,7 @@ class WorkerProcess:
             sys.executable,
             "-m",
             "axon.worker",
-            str(self._socket_path),
+            str(connect_to),
             msgspec.json.encode(settings).decode(),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,

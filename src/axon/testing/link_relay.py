@@ -1,0 +1,225 @@
+"""Fault injection on the link between the orchestrator and a worker (like toxiproxy).
+
+Give a :class:`FaultyLinks` to a runtime and every worker connects through its own
+:class:`LinkRelay`, a Unix-socket relay in front of the worker's socket, on which a test (or
+``axon chaos``) injects faults while runs go through it::
+
+    from axon.testing.link_relay import FaultyLinks
+
+    links = FaultyLinks()
+    async with Axon(specs, worker_links=links) as axon:
+        relay = links.relay("weather")          # worker 0's current link
+        relay.delay(0.05)                       # 50 ms more latency per chunk, each way
+        relay.slice(size=7, pause=0.001)        # frames arrive in 7-byte pieces
+        relay.blackhole()                       # nothing gets through: heartbeats time out
+        relay.reset()                           # both ends cut now: the worker is replaced
+        relay.truncate(10)                      # 10 more bytes to the worker, then cut
+        relay.restore()                         # back to a plain relay
+
+Faults apply to the bytes read after they are set; a blackhole holds what it reads and delivers
+it on :meth:`LinkRelay.restore` (like TCP retransmission). Each worker start gets a new relay
+(a restarted worker's link is clean); :meth:`FaultyLinks.relay` is always the current one.
+Everything runs on the event loop of the runtime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+__all__ = ["Direction", "FaultyLinks", "LinkRelay"]
+
+Direction = Literal["to_worker", "to_orchestrator", "both"]
+"""Which way a fault applies: bytes the orchestrator sends, bytes the worker sends, or both."""
+
+_CHUNK = 65536
+
+
+class LinkRelay:
+    """One worker's link: relays the worker's connection to the handle's socket, with faults."""
+
+    def __init__(self, target: Path, path: Path) -> None:
+        self.target = target
+        self._path = path
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        self._delay = 0.0
+        self._slice: tuple[int, float] | None = None
+        self._budget: dict[str, int | None] = {"to_worker": None, "to_orchestrator": None}
+        self.connected = asyncio.Event()
+        """Set once the worker connected through this relay."""
+        self.forwarded = {"to_worker": 0, "to_orchestrator": 0}
+        """Bytes forwarded so far, each way."""
+        self._seen = {"to_worker": b"", "to_orchestrator": b""}
+        self._read = asyncio.Condition()
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    async def start(self) -> LinkRelay:
+        self._server = await asyncio.start_unix_server(self._accept, path=str(self._path))
+        return self
+
+    async def aclose(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        self._abort_all()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(FileNotFoundError):
+            self._path.unlink()
+
+    # -- faults -------------------------------------------------------------------------------
+
+    def delay(self, seconds: float) -> None:
+        """Hold each chunk ``seconds`` before forwarding it (latency), both ways."""
+        self._delay = seconds
+
+    def slice(self, *, size: int, pause: float = 0.0) -> None:
+        """Forward in pieces of ``size`` bytes, ``pause`` seconds apart (frames fragment)."""
+        if size < 1:
+            raise ValueError("size must be at least 1")
+        self._slice = (size, pause)
+
+    def blackhole(self) -> None:
+        """Forward nothing (the connection stays open) until :meth:`restore`."""
+        self._flowing.clear()
+
+    def reset(self) -> None:
+        """Cut both ends of the link now."""
+        self._abort_all()
+
+    def truncate(self, nbytes: int, direction: Direction = "to_worker") -> None:
+        """Forward ``nbytes`` more bytes ``direction``, then cut the link (a partial frame)."""
+        for way in self._ways(direction):
+            self._budget[way] = nbytes
+
+    def restore(self) -> None:
+        """A plain relay again (held bytes are delivered)."""
+        self._delay = 0.0
+        self._slice = None
+        self._budget = {"to_worker": None, "to_orchestrator": None}
+        self._flowing.set()
+
+    async def wait_seen(self, marker: bytes, direction: Direction = "to_worker") -> None:
+        """Wait until bytes containing ``marker`` were read from the sender (they may be held
+        by a fault): e.g. a prompt, to know its ``run`` frame left the orchestrator."""
+        ways = self._ways(direction)
+        async with self._read:
+            await self._read.wait_for(lambda: any(marker in self._seen[w] for w in ways))
+
+    @staticmethod
+    def _ways(direction: Direction) -> tuple[str, ...]:
+        return ("to_worker", "to_orchestrator") if direction == "both" else (direction,)
+
+    # -- relaying -----------------------------------------------------------------------------
+
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.connected.is_set():  # one worker, one connection
+            writer.close()
+            return
+        self.connected.set()
+        task = asyncio.get_running_loop().create_task(self._serve(reader, writer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(
+        self, worker_reader: asyncio.StreamReader, worker_writer: asyncio.StreamWriter
+    ) -> None:
+        self._writers.append(worker_writer)
+        try:
+            up_reader, up_writer = await asyncio.open_unix_connection(str(self.target))
+        except OSError:
+            _abort(worker_writer)
+            return
+        self._writers.append(up_writer)
+        await asyncio.gather(
+            self._pump(worker_reader, up_writer, "to_orchestrator"),
+            self._pump(up_reader, worker_writer, "to_worker"),
+            return_exceptions=True,
+        )
+        self._abort_all()
+
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, way: str
+    ) -> None:
+        while chunk := await reader.read(_CHUNK):
+            async with self._read:
+                self._seen[way] = (self._seen[way] + chunk)[-_CHUNK:]
+                self._read.notify_all()
+            await self._flowing.wait()
+            if self._delay:
+                await asyncio.sleep(self._delay)
+            budget = self._budget[way]
+            if budget is not None:
+                chunk = chunk[:budget]
+                self._budget[way] = budget - len(chunk)
+            await self._write(writer, chunk, way)
+            if budget is not None and self._budget[way] == 0:
+                self._abort_all()
+                return
+        if writer.can_write_eof():
+            writer.write_eof()  # the other side's EOF, passed on
+
+    async def _write(self, writer: asyncio.StreamWriter, chunk: bytes, way: str) -> None:
+        if self._slice is None:
+            pieces = [chunk]
+            pause = 0.0
+        else:
+            size, pause = self._slice
+            pieces = [chunk[i : i + size] for i in range(0, len(chunk), size)]
+        for n, piece in enumerate(pieces):
+            if n and pause:
+                await asyncio.sleep(pause)
+            writer.write(piece)
+            await writer.drain()
+            self.forwarded[way] += len(piece)
+
+    def _abort_all(self) -> None:
+        for writer in self._writers:
+            _abort(writer)
+
+
+class FaultyLinks:
+    """A ``worker_links`` for :class:`~axon.Axon`: a :class:`LinkRelay` per worker start."""
+
+    def __init__(self) -> None:
+        self._dir = Path(tempfile.mkdtemp(prefix="axon-links-"))
+        self._serial = itertools.count(1)
+        self._current: dict[tuple[str, int], LinkRelay] = {}
+        self.opened = 0
+        """Relays made so far (one per worker start)."""
+
+    async def open(self, agent_id: str, index: int, generation: int, target: Path) -> LinkRelay:
+        relay = LinkRelay(target, self._dir / f"l{next(self._serial)}.sock")
+        await relay.start()
+        self._current[(agent_id, index)] = relay
+        self.opened += 1
+        return relay
+
+    def relay(self, agent_id: str, index: int = 0) -> LinkRelay:
+        """The link of worker ``index`` of ``agent_id`` as of its latest start."""
+        try:
+            return self._current[(agent_id, index)]
+        except KeyError:
+            raise LookupError(f"worker {index} of {agent_id!r} has not started") from None
+
+    def close(self) -> None:
+        """Remove the relays' socket directory (after the runtime stopped)."""
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _abort(writer: asyncio.StreamWriter) -> None:
+    transport = writer.transport
+    if not transport.is_closing():
+        transport.abort()
