@@ -51,6 +51,7 @@ from axon.protocol.frames import (
     Shutdown,
     Spans,
 )
+from axon.worker.faults import FaultArms
 
 if TYPE_CHECKING:
     from axon.observability.tracing import WorkerTracing
@@ -118,7 +119,13 @@ class WorkerHost:
     """Serves runs of one agent on one frame channel."""
 
     def __init__(
-        self, settings: WorkerSettings, channel: FrameChannel, agent: Any, model: Any, deps: Any
+        self,
+        settings: WorkerSettings,
+        channel: FrameChannel,
+        agent: Any,
+        model: Any,
+        deps: Any,
+        faults: FaultArms | None = None,
     ) -> None:
         self._settings = settings
         self._channel = channel
@@ -129,6 +136,7 @@ class WorkerHost:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(settings.max_concurrency)
         self._tracing: WorkerTracing | None = None
+        self._faults = faults
 
     async def serve(self) -> int:
         """Serve until shutdown or EOF; the process exit code."""
@@ -170,6 +178,8 @@ class WorkerHost:
                 token = self._tokens.get(run_id)
                 if token is not None:
                     token.cancel()
+                if self._faults is not None:
+                    self._faults.cancel(run_id)
             case Error(error=error):
                 # The orchestrator rejected a frame of ours: log it, never answer an error
                 # with an error.
@@ -197,6 +207,12 @@ class WorkerHost:
                 if self._model is not None:
                     kwargs["model"] = self._model
                 async with self._slots:
+                    if self._faults is not None:
+                        try:
+                            if await self._faults.strike(frame.id, frame.timeout):
+                                raise RunCancelled("stalled run cancelled")
+                        except TimeoutError:
+                            raise RunTimedOut("stalled run timed out") from None
                     kwargs["message_history"] = ModelMessagesTypeAdapter.validate_json(
                         frame.history
                     )
@@ -346,6 +362,8 @@ async def _main_async(socket_path: str, settings: WorkerSettings) -> int:
         with contextlib.suppress(ChannelClosed):
             await channel.send(Error(id=None, error=error))
         return EXIT_STARTUP_FAILED
+    # Before ``ready``: a fault signal sent to a ready worker must find its handler.
+    faults = FaultArms.install(asyncio.get_running_loop())
     await channel.send(
         Ready(
             protocol=PROTOCOL_VERSION,
@@ -354,7 +372,7 @@ async def _main_async(socket_path: str, settings: WorkerSettings) -> int:
             max_concurrency=settings.max_concurrency,
         )
     )
-    code = await WorkerHost(settings, channel, agent, model, deps).serve()
+    code = await WorkerHost(settings, channel, agent, model, deps, faults).serve()
     await channel.aclose()
     return code
 
