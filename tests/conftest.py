@@ -7,13 +7,18 @@ import contextlib
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+if TYPE_CHECKING:
+    from axon.testing.pytest_plugin import AxonRuntimeFactory, AxonServerFactory
+
 from axon import AgentSpec, Axon, SupervisorSpec
 from axon.testing import AxonServer, EventLog, capture_events
+from axon.testing import pid_alive as pid_alive  # re-exported for the tests
+
+pytest_plugins = ["axon.testing.pytest_plugin", "pytester"]
 
 WEATHER = "axon.examples.weather:weather_agent"
 MISBEHAVING = "axon.examples.misbehaving:misbehaving_agent"
@@ -32,41 +37,22 @@ FAST = SupervisorSpec(
 StartAxon = Callable[..., Awaitable[Axon]]
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether a process exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def all_worker_pids(axon: Axon) -> set[int]:
     return {w.pid for a in axon.agents() for w in a.workers if w.pid is not None}
 
 
 @pytest.fixture
-async def start_axon() -> AsyncIterator[StartAxon]:
-    """``await start_axon(AgentSpec(...), ..., supervisor=FAST)`` -> a started ``Axon``.
+def start_axon(axon_runtime: AxonRuntimeFactory) -> StartAxon:
+    """``await start_axon(AgentSpec(...), ..., supervisor=FAST)`` -> a started ``Axon``: the
+    ``axon_runtime`` fixture of ``axon.testing.pytest_plugin`` with fast restarts by default.
 
     At teardown every runtime is stopped and no worker process it ever had may be left.
     """
-    started: list[tuple[Axon, set[int]]] = []
 
     async def start(*agents: AgentSpec, supervisor: SupervisorSpec = FAST, **kw: Any) -> Axon:
-        axon = Axon(list(agents), supervisor=supervisor, **kw)
-        seen: set[int] = set()
-        started.append((axon, seen))
-        await axon.start()
-        seen |= all_worker_pids(axon)
-        return axon
+        return await axon_runtime(*agents, supervisor=supervisor, **kw)
 
-    yield start
-    for axon, seen in reversed(started):
-        seen |= all_worker_pids(axon)
-        await axon.stop()
-        leftovers = {pid for pid in seen if pid_alive(pid)}
-        assert not leftovers, f"worker processes outlived the runtime: {leftovers}"
+    return start
 
 
 ServeAxon = Callable[..., Awaitable[AxonServer]]
@@ -107,38 +93,19 @@ timeout = 10
 
 
 @pytest.fixture
-async def serve_axon(tmp_path: Path) -> AsyncIterator[ServeAxon]:
+def serve_axon(axon_server: AxonServerFactory) -> ServeAxon:
     """``await serve_axon(toml=TEST_SERVER_TOML, env=..., args=...)`` -> a running
-    ``axon serve`` subprocess (``server.url``) in ``tmp_path``.
+    ``axon serve`` subprocess (``server.url``): the ``axon_server`` fixture of
+    ``axon.testing.pytest_plugin`` with the test config by default.
 
     At teardown each server still running gets SIGTERM and must exit 0, and none of its worker
     processes may be left.
     """
-    servers: list[tuple[AxonServer, set[int]]] = []
 
-    async def serve(
-        toml: str | None = TEST_SERVER_TOML,
-        *,
-        env: dict[str, str] | None = None,
-        args: tuple[str, ...] = (),
-        listen: str = "127.0.0.1:0",
-    ) -> AxonServer:
-        config = None
-        if toml is not None:
-            config = tmp_path / f"axon-{len(servers)}.toml"
-            config.write_text(toml)
-        server = await AxonServer.start(config, cwd=tmp_path, env=env, args=args, listen=listen)
-        servers.append((server, set(descendant_pids(server.pid))))
-        return server
+    async def serve(toml: str | None = TEST_SERVER_TOML, **kw: Any) -> AxonServer:
+        return await axon_server(toml, **kw)
 
-    yield serve
-    for server, pids in reversed(servers):
-        pids |= set(descendant_pids(server.pid))
-        if server.process.returncode is None:
-            code = await server.stop()
-            assert code == 0, f"axon serve exited with {code}:\n{server.logs()}"
-        leftovers = {pid for pid in pids if pid_alive(pid)}
-        assert not leftovers, f"worker processes outlived axon serve: {leftovers}"
+    return serve
 
 
 def descendant_pids(pid: int) -> list[int]:

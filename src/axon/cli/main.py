@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import sys
 
-# Importing the command modules registers their commands on the app.
-from axon.cli import local, remote, top  # noqa: F401  # pyright: ignore[reportUnusedImport]
+from axon.cli import bench, chaos, local, remote, top
 from axon.cli.app import app
 from axon.cli.remote import exit_code_of
 
 __all__ = ["app", "exit_code_of", "main"]
+
+COMMAND_MODULES = (local, remote, top, bench, chaos)
+"""Imported for what they do on import: each registers its commands on the app."""
 
 
 def main() -> None:

@@ -17,8 +17,10 @@ with capture_events() as events:                      # an EventLog on the "axon
 from axon.testing.clock import FakeClock
 from axon.testing.events import EventLog, LoggedEvent, capture_events
 from axon.testing.helpers import (
+    assert_history,
     cut_connection,
     kill_worker,
+    pid_alive,
     user_prompts,
     wait_until,
     wait_until_serving,
@@ -33,9 +35,11 @@ __all__ = [
     "FakeClock",
     "LoggedEvent",
     "TcpRelay",
+    "assert_history",
     "capture_events",
     "cut_connection",
     "kill_worker",
+    "pid_alive",
     "user_prompts",
     "wait_until",
     "wait_until_serving",

@@ -12,13 +12,24 @@ from axon.runtime import Axon
 from axon.status import AgentStatus
 
 __all__ = [
+    "assert_history",
     "cut_connection",
     "kill_worker",
+    "pid_alive",
     "user_prompts",
     "wait_until",
     "wait_until_serving",
     "worker_pids",
 ]
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (Linux ``/proc``)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
 
 
 def worker_pids(axon: Axon, agent_id: str) -> list[int | None]:
@@ -91,3 +102,23 @@ def user_prompts(messages: Sequence[Any]) -> list[str]:
         for part in message.parts
         if isinstance(part, UserPromptPart) and isinstance(part.content, str)
     ]
+
+
+async def assert_history(axon: Axon, conversation_id: str, prompts: Sequence[str]) -> None:
+    """Assert that the conversation's committed history is exactly ``prompts``, in order, each
+    answered (no exchange cut short): what the seed's tests check after every fault.
+    ``AssertionError`` says what differs."""
+    from axon.chaos.invariants import ConversationHistory
+
+    history = ConversationHistory.from_json(
+        conversation_id, await axon.export_conversation(conversation_id)
+    )
+    committed = [e.prompt for e in history.exchanges]
+    if committed != list(prompts):
+        raise AssertionError(
+            f"conversation {conversation_id!r}: committed prompts {committed!r}, "
+            f"expected {list(prompts)!r}"
+        )
+    partial = [e.prompt for e in history.exchanges if not e.answered]
+    if partial:
+        raise AssertionError(f"conversation {conversation_id!r}: unanswered {partial!r}")

@@ -1,0 +1,400 @@
+"""``axon chaos``: a bench load on an in-process runtime, faults on a schedule, then the
+invariants (:mod:`axon.chaos.invariants`) and a timeline of faults and recoveries
+(:mod:`axon.chaos.timeline`).
+
+The runtime is started from the config with two additions that only chaos uses: every worker's
+link to the orchestrator goes through a :class:`~axon.testing.link_relay.FaultyLinks` relay (for
+``cut``), and the targeted agents' workers accept fault signals
+(:mod:`axon.worker.faults`, for ``raise`` and ``stall``). Each fault strikes one running worker
+of a targeted agent, chosen at random (seeded), never one already struck:
+
+=========  ====================================================  =================
+fault      what it does                                          restarts expected
+=========  ====================================================  =================
+kill       SIGKILL the worker                                     1
+hang       SIGSTOP it (its heartbeat stops; it is killed)         1
+cut        reset its link to the orchestrator                     1
+truncate   let 5 more bytes through its link, then cut it         1
+slow       add 0.2 s to every chunk on its link for 3 s           0
+raise      its next run raises (SIGUSR1)                          0
+stall      its next run stalls until its deadline (SIGUSR2)       0
+storm      SIGKILL one agent's worker 6 times, each time it is    1 per kill (until
+           back up (a crash loop)                                  the agent FAILs)
+=========  ====================================================  =================
+
+Everything is bounded: the load by ``duration`` (and each request by its timeout), the faults
+stop with the load, and the run then waits at most ``settle`` seconds for the agents to serve
+again before it checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from axon.chaos.invariants import (
+    AgentObservation,
+    ChaosRecord,
+    ConversationHistory,
+    Fault,
+    RequestRecord,
+    Verdict,
+    check_invariants,
+    observe_agent,
+)
+from axon.chaos.timeline import Recovery, StateChange, recovery_times, serving_intervals
+from axon.config import AxonConfig
+from axon.loadtest import InProcessTarget, LoadReport, Plan, run_load
+from axon.loadtest import RequestRecord as LoadRecord
+from axon.runtime import Axon
+from axon.status import AgentStatus
+from axon.testing.helpers import pid_alive, wait_until
+from axon.testing.link_relay import FaultyLinks
+from axon.worker.faults import ENV_VAR as FAULT_SIGNALS
+
+__all__ = ["FAULT_KINDS", "ChaosPlan", "ChaosResult", "run_chaos"]
+
+FAULT_KINDS = ("kill", "hang", "cut", "truncate", "slow", "raise", "stall", "storm")
+STORM_KILLS = 6
+"""Kills in one crash storm: more than the default restart intensity (5 in 10 s) allows."""
+_STORM_WAIT = 10.0
+_RETRY_FOR = 3.0
+_EXPECTED_RESTARTS = {
+    "kill": 1,
+    "hang": 1,
+    "cut": 1,
+    "truncate": 1,
+    "slow": 0,
+    "raise": 0,
+    "stall": 0,
+}
+SLOW_DELAY = 0.2
+"""Seconds a ``slow`` fault adds to every chunk on a worker's link, for :data:`SLOW_FOR`."""
+SLOW_FOR = 3.0
+_RECORDED = ("agent.state", "agent.restart", "agent.failed", "worker.ready", "worker.exit")
+
+
+@dataclass(frozen=True)
+class ChaosPlan:
+    """What load to apply, and which faults how often (``None``: never)."""
+
+    duration: float
+    concurrency: int = 16
+    every: Mapping[str, float] = field(default_factory=dict)
+    """Seconds between two faults of each kind (``kill``, ``hang``, ``cut``, ``raise``,
+    ``stall``)."""
+    targets: tuple[str, ...] | None = None
+    """Agents faults may strike; None: every agent but the last of the config (it stays
+    untouched, to show that the others' faults do not reach it)."""
+    turns: int = 3
+    timeout: float = 10.0
+    """Each request's timeout (its deadline)."""
+    seed: int = 0
+    settle: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not self.duration > 0:
+            raise ValueError("duration must be positive")
+        unknown = set(self.every) - set(FAULT_KINDS)
+        if unknown:
+            raise ValueError(f"unknown fault kind(s): {', '.join(sorted(unknown))}")
+        if any(not s > 0 for s in self.every.values()):
+            raise ValueError("fault intervals must be positive")
+
+
+@dataclass
+class ChaosResult:
+    """What a chaos run did and found."""
+
+    verdicts: list[Verdict]
+    recoveries: list[Recovery]
+    faults: list[Fault]
+    load: LoadReport
+    load_plan: Plan
+    started: float
+    """Monotonic time the load began (timeline times are relative to it)."""
+    skipped: int = 0
+    """Faults that found no running worker to strike (every one was restarting)."""
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.verdicts) and all(v.passed for v in self.verdicts)
+
+
+def targets_of(config: AxonConfig, plan: ChaosPlan) -> tuple[str, ...]:
+    ids = [a.id for a in config.agents]
+    if plan.targets is not None:
+        unknown = [t for t in plan.targets if t not in ids]
+        if unknown:
+            raise ValueError(f"no agent {unknown[0]!r} in the config")
+        return plan.targets
+    return tuple(ids[:-1]) if len(ids) > 1 else tuple(ids)
+
+
+async def run_chaos(
+    config: AxonConfig,
+    plan: ChaosPlan,
+    *,
+    on_result: Callable[[LoadRecord], None] | None = None,
+    on_fault: Callable[[Fault], None] | None = None,
+) -> ChaosResult:
+    """Run ``plan`` against a runtime started from ``config``; see the module docstring."""
+    targets = targets_of(config, plan)
+    if {"raise", "stall"} & set(plan.every):
+        config = config.model_copy(
+            update={
+                "agents": tuple(
+                    a.model_copy(update={"env": {**a.env, FAULT_SIGNALS: "1"}})
+                    if a.id in targets
+                    else a
+                    for a in config.agents
+                )
+            }
+        )
+    links = FaultyLinks()
+    recorded: list[tuple[float, str, dict[str, Any]]] = []
+    try:
+        async with Axon(config=config, worker_links=links) as axon:
+
+            def record(event: str, level: int, fields: Mapping[str, Any]) -> None:
+                if event in _RECORDED:
+                    recorded.append((time.monotonic(), event, dict(fields)))
+
+            axon.events.subscribe(record)
+            before = {a.id: a for a in axon.agents()}
+            injector = _Injector(axon, links, targets, random.Random(plan.seed), on_fault)
+            started = time.monotonic()
+            load_plan = Plan(
+                agents=[a.id for a in config.agents],
+                concurrency=plan.concurrency,
+                duration=plan.duration,
+                turns=plan.turns,
+                timeout=plan.timeout,
+            )
+            faulting = [
+                asyncio.ensure_future(injector.every(kind, seconds))
+                for kind, seconds in plan.every.items()
+            ]
+            try:
+                report = await run_load(InProcessTarget(axon), load_plan, on_result)
+            finally:
+                for task in faulting:
+                    task.cancel()
+                await asyncio.gather(*faulting, return_exceptions=True)
+                injector.resume_all()
+            await _settle(axon, plan.settle)
+            after = {a.id: a for a in axon.agents()}
+            histories = [
+                ConversationHistory.from_json(cid, await axon.export_conversation(cid))
+                for cid in sorted({r.conversation_id for r in report.records})
+            ]
+    finally:
+        links.close()
+    seen = {f["pid"] for _, e, f in recorded if e == "worker.ready" and f.get("pid")}
+    events = [(e, f) for _, e, f in recorded]
+    observations = tuple(
+        _observe(before[agent], after[agent], events) for agent in before if agent in after
+    )
+    run = ChaosRecord(
+        requests=tuple(_request(r) for r in report.records),
+        histories=tuple(histories),
+        faults=tuple(injector.faults),
+        agents=observations,
+        leftover_pids=tuple(sorted(pid for pid in seen if pid_alive(pid))),
+        targeted=frozenset(targets),
+    )
+    changes = [
+        StateChange(f["agent"], at, f["state"]) for at, e, f in recorded if e == "agent.state"
+    ]
+    serving = serving_intervals(changes, start=started)
+    return ChaosResult(
+        verdicts=check_invariants(run),
+        recoveries=recovery_times(injector.faults, serving),
+        faults=injector.faults,
+        load=report,
+        load_plan=load_plan,
+        started=started,
+        skipped=injector.skipped,
+    )
+
+
+class _Injector:
+    """Strikes running workers of the targeted agents, one fault at a time."""
+
+    def __init__(
+        self,
+        axon: Axon,
+        links: FaultyLinks,
+        targets: tuple[str, ...],
+        rng: random.Random,
+        on_fault: Callable[[Fault], None] | None,
+    ) -> None:
+        self._axon = axon
+        self._links = links
+        self._targets = targets
+        self._rng = rng
+        self._on_fault = on_fault
+        self._struck: set[int] = set()
+        self._stopped: set[int] = set()
+        self.faults: list[Fault] = []
+        self.skipped = 0
+
+    async def every(self, kind: str, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            if kind == "storm":
+                await self.storm()
+                continue
+            # A fault that finds every worker restarting waits for one (up to its interval, at
+            # most a few seconds) rather than being lost: each kind must get to strike.
+            try:
+                async with asyncio.timeout(min(seconds, _RETRY_FOR)):
+                    while self.strike(kind, count_skip=False) is None:
+                        await self._axon_changed()
+            except TimeoutError:
+                self.skipped += 1
+
+    async def _axon_changed(self) -> None:
+        """Until any targeted agent's state or workers change (a worker may be running)."""
+        waits = [
+            asyncio.ensure_future(wait_until(self._axon, agent, _changed(self._axon, agent)))
+            for agent in self._targets
+        ]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+
+    async def storm(self) -> None:
+        """SIGKILL one agent's worker :data:`STORM_KILLS` times in a row, each time its
+        replacement is up: a crash loop, which the restart intensity turns into FAILED."""
+        serving = [
+            a.id
+            for a in self._axon.agents()
+            if a.id in self._targets
+            and any(w.state == "running" and w.pid not in self._struck for w in a.workers)
+        ]
+        if not serving:
+            self.skipped += 1
+            return
+        agent = self._rng.choice(serving)
+        for _ in range(STORM_KILLS):
+            try:
+                status = await wait_until(
+                    self._axon,
+                    agent,
+                    lambda s: any(
+                        w.state == "running" and w.pid not in self._struck for w in s.workers
+                    ),
+                    timeout=_STORM_WAIT,
+                )
+            except TimeoutError:
+                return  # it went FAILED (or is still restarting): the storm did its work
+            worker = next(
+                w for w in status.workers if w.state == "running" and w.pid not in self._struck
+            )
+            assert worker.pid is not None
+            self._struck.add(worker.pid)
+            _signal(worker.pid, signal.SIGKILL)
+            self._record(Fault("storm", agent, time.monotonic(), worker.pid, 1))
+
+    def strike(self, kind: str, *, count_skip: bool = True) -> Fault | None:
+        choices = [
+            (agent.id, worker.index, worker.pid)
+            for agent in self._axon.agents()
+            if agent.id in self._targets
+            for worker in agent.workers
+            if worker.state == "running"
+            and worker.pid is not None
+            and worker.pid not in self._struck
+        ]
+        if not choices:
+            if count_skip:
+                self.skipped += 1
+            return None
+        agent, index, pid = self._rng.choice(choices)
+        assert pid is not None
+        self._struck.add(pid)
+        if kind == "kill":
+            _signal(pid, signal.SIGKILL)
+        elif kind == "hang":
+            _signal(pid, signal.SIGSTOP)  # the heartbeat notices; the worker is killed
+            self._stopped.add(pid)
+        elif kind == "cut":
+            self._links.relay(agent, index).reset()
+        elif kind == "truncate":
+            self._links.relay(agent, index).truncate(5)  # part of the next frame, then the cut
+        elif kind == "slow":
+            relay = self._links.relay(agent, index)
+            relay.delay(SLOW_DELAY)
+            asyncio.get_running_loop().call_later(SLOW_FOR, relay.restore)
+            self._struck.discard(pid)
+        elif kind == "raise":
+            _signal(pid, signal.SIGUSR1)
+            self._struck.discard(pid)  # it stays up: it may be struck again
+        elif kind == "stall":
+            _signal(pid, signal.SIGUSR2)
+            self._struck.discard(pid)
+        fault = Fault(kind, agent, time.monotonic(), pid, _EXPECTED_RESTARTS[kind])
+        self._record(fault)
+        return fault
+
+    def _record(self, fault: Fault) -> None:
+        self.faults.append(fault)
+        if self._on_fault is not None:
+            self._on_fault(fault)
+
+    def resume_all(self) -> None:
+        """SIGCONT every worker a hang stopped (those not killed yet), so none is left stopped."""
+        for pid in self._stopped:
+            _signal(pid, signal.SIGCONT)
+
+
+def _changed(axon: Axon, agent: str) -> Callable[[AgentStatus], bool]:
+    """A predicate that holds once ``agent``'s status differs from what it is now."""
+    now = axon.agent(agent)
+    key = (now.state, tuple((w.state, w.pid) for w in now.workers))
+    return lambda s: (s.state, tuple((w.state, w.pid) for w in s.workers)) != key
+
+
+async def _settle(axon: Axon, timeout: float) -> None:
+    """Wait until every agent is settled (RUNNING, FAILED or STOPPED), at most ``timeout``."""
+    try:
+        async with asyncio.timeout(timeout):
+            for agent in axon.agents():
+                await axon.wait_serving(agent.id)
+    except TimeoutError:
+        pass  # the invariants will say what did not recover
+
+
+def _observe(
+    before: AgentStatus, after: AgentStatus, events: list[tuple[str, dict[str, Any]]]
+) -> AgentObservation:
+    return observe_agent(before, after, events)
+
+
+def _request(record: LoadRecord) -> RequestRecord:
+    return RequestRecord(
+        agent=record.agent,
+        conversation=record.conversation_id,
+        turn=record.turn,
+        prompt=record.prompt,
+        started=record.started,
+        deadline_s=record.deadline - record.started,
+        ended=record.ended,
+        outcome=record.outcome,
+        output=record.output,
+    )
+
+
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # it died on its own: the fault is moot
+        os.kill(pid, sig)
