@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 from axon import AgentSpec, Axon, SupervisorSpec
 from axon.testing import AxonServer, EventLog, capture_events
+from axon.testing import all_worker_pids as all_worker_pids  # re-exported for the tests
+from axon.testing import descendant_pids as descendant_pids  # re-exported for the tests
 from axon.testing import pid_alive as pid_alive  # re-exported for the tests
 
 pytest_plugins = ["axon.testing.pytest_plugin", "pytester"]
@@ -37,10 +39,6 @@ FAST = SupervisorSpec(
 StartAxon = Callable[..., Awaitable[Axon]]
 
 
-def all_worker_pids(axon: Axon) -> set[int]:
-    return {w.pid for a in axon.agents() for w in a.workers if w.pid is not None}
-
-
 @pytest.fixture
 def start_axon(axon_runtime: AxonRuntimeFactory) -> StartAxon:
     """``await start_axon(AgentSpec(...), ..., supervisor=FAST)`` -> a started ``Axon``: the
@@ -57,13 +55,9 @@ def start_axon(axon_runtime: AxonRuntimeFactory) -> StartAxon:
 
 ServeAxon = Callable[..., Awaitable[AxonServer]]
 
-# Configs for ``axon serve`` subprocesses in tests: the demo's agents with fast restarts.
-# WEATHER_SERVER_TOML leaves out the misbehaving agent (for fuzzing: no prompt can crash it).
-WEATHER_SERVER_TOML = """\
-[runtime]
-store = "sqlite:///axon.db"
-shutdown_grace = 10
-
+# The ``[supervisor]`` table of the test configs below: FAST's timings (without its
+# failed_cooldown), for any test that writes its own ``axon serve`` config.
+FAST_SUPERVISOR_TOML = """\
 [supervisor]
 backoff_initial = 0.01
 backoff_max = 0.5
@@ -71,7 +65,16 @@ heartbeat_interval = 0.25
 heartbeat_timeout = 4.0
 cancel_grace = 1.0
 shutdown_timeout = 3.0
+"""
 
+# Configs for ``axon serve`` subprocesses in tests: the demo's agents with fast restarts.
+# WEATHER_SERVER_TOML leaves out the misbehaving agent (for fuzzing: no prompt can crash it).
+WEATHER_SERVER_TOML = f"""\
+[runtime]
+store = "sqlite:///axon.db"
+shutdown_grace = 10
+
+{FAST_SUPERVISOR_TOML}
 [[agents]]
 id = "python_agent_1"
 agent = "axon.examples.weather:weather_agent"
@@ -106,16 +109,6 @@ def serve_axon(axon_server: AxonServerFactory) -> ServeAxon:
         return await axon_server(toml, **kw)
 
     return serve
-
-
-def descendant_pids(pid: int) -> list[int]:
-    """Every living descendant of ``pid`` (worker processes of an ``axon serve``)."""
-    import psutil
-
-    try:
-        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
 
 
 @pytest.fixture

@@ -153,10 +153,10 @@ class AxonClient:
     ) -> dict[str, Any]:
         """Run ``prompt`` on ``agent`` and return the committed reply: ``{"output",
         "conversation_id", "run_id", "agent_id", "usage"}``."""
-        body = _message(prompt, conversation_id, timeout, stream=False)
+        body = message_body(prompt, conversation_id, timeout, stream=False)
         return self._json(
             "POST",
-            f"/v1/agents/{_seg(agent)}/messages",
+            f"/v1/agents/{path_segment(agent)}/messages",
             json=body,
             timeout=self._run_timeout(timeout),
         )
@@ -173,15 +173,15 @@ class AxonClient:
         "tool_call_id"}``, ``tool_result`` ``{"tool_name", "content", "tool_call_id"}``, and last
         ``final`` (the committed reply, as :meth:`send` returns it). An ``error`` event raises its
         typed error. Closing the iterator early disconnects, which cancels the run."""
-        body = _message(prompt, conversation_id, timeout, stream=True)
-        path = f"/v1/agents/{_seg(agent)}/messages"
+        body = message_body(prompt, conversation_id, timeout, stream=True)
+        path = f"/v1/agents/{path_segment(agent)}/messages"
         stream_timeout = httpx.Timeout(self._timeout, read=STREAM_READ_TIMEOUT)
         try:
             with connect_sse(self._http, "POST", path, json=body, timeout=stream_timeout) as source:
                 response = source.response
                 if response.is_error:
                     response.read()
-                    raise error_from_body(_body_of(response), response.status_code)
+                    raise error_from_body(body_of(response), response.status_code)
                 try:
                     for sse in source.iter_sse():
                         if not sse.event or (sse.event == "message" and not sse.data):
@@ -211,12 +211,12 @@ class AxonClient:
     def agent(self, agent_id: str) -> dict[str, Any]:
         """One agent's status: ``id``, ``state``, ``restarts``, ``in_flight``, ``workers``,
         ``recent_exits``."""
-        return self._json("GET", f"/v1/agents/{_seg(agent_id)}")
+        return self._json("GET", f"/v1/agents/{path_segment(agent_id)}")
 
     def restart(self, agent: str) -> dict[str, Any]:
         """Restart the agent's workers; returns its status once it runs again (or is FAILED)."""
         return self._json(
-            "POST", f"/v1/agents/{_seg(agent)}/restart", timeout=self._run_timeout(None)
+            "POST", f"/v1/agents/{path_segment(agent)}/restart", timeout=self._run_timeout(None)
         )
 
     # -- monitoring ------------------------------------------------------------------------
@@ -241,11 +241,13 @@ class AxonClient:
             params["offset"] = offset
         if limit is not None:
             params["limit"] = limit
-        return self._json("GET", f"/v1/conversations/{_seg(conversation_id)}", params=params)
+        return self._json(
+            "GET", f"/v1/conversations/{path_segment(conversation_id)}", params=params
+        )
 
     def delete(self, conversation_id: str) -> None:
         """Forget a conversation (``ConversationNotFound`` if there is none)."""
-        self._request("DELETE", f"/v1/conversations/{_seg(conversation_id)}")
+        self._request("DELETE", f"/v1/conversations/{path_segment(conversation_id)}")
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -255,7 +257,7 @@ class AxonClient:
 
     def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         response = self._request(method, path, **kwargs)
-        body = _body_of(response)
+        body = body_of(response)
         if not isinstance(body, dict):
             raise RemoteError(
                 f"expected a JSON object from {method} {path}, got: {str(body)[:200]}",
@@ -270,7 +272,7 @@ class AxonClient:
         except httpx.TransportError as exc:
             raise self._transport_error(exc) from None
         if response.is_error:
-            raise error_from_body(_body_of(response), response.status_code)
+            raise error_from_body(body_of(response), response.status_code)
         return response
 
     def _transport_error(self, exc: httpx.TransportError) -> AxonError:
@@ -282,9 +284,10 @@ class AxonClient:
         return ConnectionLost(self.url, reason)
 
 
-def _message(
+def message_body(
     prompt: str, conversation_id: str | None, timeout: float | None, *, stream: bool
 ) -> dict[str, Any]:
+    """The JSON body of ``POST /v1/agents/{agent}/messages``."""
     body: dict[str, Any] = {"prompt": prompt, "stream": stream}
     if conversation_id is not None:
         body["conversation_id"] = conversation_id
@@ -293,7 +296,7 @@ def _message(
     return body
 
 
-def _seg(value: str) -> str:
+def path_segment(value: str) -> str:
     """One URL path segment (a ``/`` in an id must not reach another route)."""
     return quote(value, safe="")
 
@@ -310,7 +313,8 @@ def _parse(text: str) -> dict[str, Any]:
     return cast(dict[str, Any], data)
 
 
-def _body_of(response: httpx.Response) -> object:
+def body_of(response: httpx.Response) -> object:
+    """The response's JSON, or its text if it is not JSON."""
     try:
         return response.json()
     except ValueError:

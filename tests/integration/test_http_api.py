@@ -22,7 +22,7 @@ from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
 
 from axon.testing import TcpRelay, user_prompts
 
-from ..conftest import ServeAxon, descendant_pids, pid_alive
+from ..conftest import FAST_SUPERVISOR_TOML, ServeAxon, descendant_pids, pid_alive
 
 T = TypeVar("T")
 
@@ -208,8 +208,7 @@ def config(*agents: str, runtime: str = "", shutdown_grace: float = 10) -> str:
     """An ``axon.toml``: SQLite in the server's directory, the test supervisor, ``agents``."""
     return (
         f'[runtime]\nstore = "sqlite:///axon.db"\nshutdown_grace = {shutdown_grace}\n{runtime}\n'
-        + "[supervisor]\n"
-        + "".join(f"{key} = {value}\n" for key, value in SUPERVISOR.items())
+        + FAST_SUPERVISOR_TOML
         + "\n"
         + "\n".join(agents)
     )

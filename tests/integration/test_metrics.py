@@ -13,8 +13,8 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import psutil
@@ -24,9 +24,9 @@ from axon import AgentSpec, AgentUnavailable, Axon, RuntimeSpec
 from axon.observability.metrics import RuntimeMetrics
 from axon.testing import EventLog, capture_events, kill_worker, wait_until, wait_until_serving
 
-from ..conftest import FAST, MISBEHAVING, ServeAxon, StartAxon
+from ..conftest import FAST, FAST_SUPERVISOR_TOML, MISBEHAVING, ServeAxon, StartAxon
+from .test_http_api import poll
 
-T = TypeVar("T")
 STATES = ("starting", "running", "restarting", "failed", "stopping", "stopped")
 Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -34,14 +34,7 @@ SERVER_TOML = f"""\
 [runtime]
 store = "sqlite:///axon.db"
 
-[supervisor]
-backoff_initial = 0.01
-backoff_max = 0.5
-heartbeat_interval = 0.25
-heartbeat_timeout = 4.0
-cancel_grace = 1.0
-shutdown_timeout = 3.0
-
+{FAST_SUPERVISOR_TOML}
 [[agents]]
 id = "misbehaving"
 agent = "{MISBEHAVING}"
@@ -74,15 +67,6 @@ def by_label(series: Series, name: str, agent: str, label: str) -> dict[str, flo
     }
 
 
-async def poll(check: Callable[[], Awaitable[T | None]], timeout: float = 30.0) -> T:
-    """``check()``'s first result that is not None, asked again every 20 ms."""
-    async with asyncio.timeout(timeout):
-        # A server in another process: there is no event to wait on, only its answers to poll.
-        while (result := await check()) is None:  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
-    return result
-
-
 class Scraper:
     """``GET /metrics`` and ``/v1/...`` on a server; keeps the CPU counter of every scrape."""
 
@@ -101,11 +85,7 @@ class Scraper:
         return series
 
     async def until(self, predicate: Callable[[Series], bool]) -> Series:
-        async def check() -> Series | None:
-            series = await self.scrape()
-            return series if predicate(series) else None
-
-        return await poll(check)
+        return await poll(self.scrape, predicate)
 
     async def send(self, agent: str, prompt: str, **body: Any) -> httpx.Response:
         return await self.client.post(
@@ -121,13 +101,15 @@ class Scraper:
         return (await self.client.get(f"/v1/agents/{agent}")).json()["workers"][0]["pid"]
 
     async def serving_again(self, agent: str, old_pid: int) -> int:
-        async def check() -> int | None:
-            body = (await self.client.get(f"/v1/agents/{agent}")).json()
-            worker = body["workers"][0]
-            new = body["state"] == "running" and worker["state"] == "running"
-            return worker["pid"] if new and worker["pid"] != old_pid else None
+        async def status() -> dict[str, Any]:
+            return (await self.client.get(f"/v1/agents/{agent}")).json()
 
-        return await poll(check)
+        def replaced(body: dict[str, Any]) -> bool:
+            worker = body["workers"][0]
+            running = body["state"] == "running" and worker["state"] == "running"
+            return running and worker["pid"] != old_pid
+
+        return (await poll(status, replaced))["workers"][0]["pid"]
 
 
 def runs_of(series: Series, agent: str) -> float:
@@ -271,32 +253,22 @@ async def test_runs_over_many_conversations_add_no_series(start_axon: StartAxon)
     metrics = axon.metrics
     assert metrics is not None
 
-    def scrape() -> tuple[str, Series]:
+    async def scrape() -> tuple[str, Series]:
         body = metrics.exposition()[0].decode()
         return body, parse(body)
 
     await axon.send_message("m", "warm-up")
     await wait_until(axon, "m", lambda s: s.in_flight == 0)
-    _, first = await poll(_ready(scrape, lambda s: runs_of(s, "m") == 1))
+    _, first = await poll(scrape, lambda scraped: runs_of(scraped[1], "m") == 1)
 
     replies = await asyncio.gather(*(axon.send_message("m", f"hi {i}") for i in range(200)))
     conversations = {reply.conversation_id for reply in replies}
     assert len(conversations) == 200
-    body, last = await poll(_ready(scrape, lambda s: runs_of(s, "m") == 201))
+    body, last = await poll(scrape, lambda scraped: runs_of(scraped[1], "m") == 201)
 
     assert set(last) == set(first)
     assert value(last, "axon_runs_total", agent="m", outcome="ok") == 201
     assert not any(cid in body for cid in conversations)
-
-
-def _ready(
-    scrape: Callable[[], tuple[str, Series]], predicate: Callable[[Series], bool]
-) -> Callable[[], Awaitable[tuple[str, Series] | None]]:
-    async def check() -> tuple[str, Series] | None:
-        scraped = scrape()
-        return scraped if predicate(scraped[1]) else None
-
-    return check
 
 
 async def test_metrics_off_serves_404_and_subscribes_no_sink(serve_axon: ServeAxon) -> None:

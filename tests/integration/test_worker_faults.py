@@ -4,13 +4,12 @@ stays up, other runs are not affected, and nothing of the faulty run is committe
 
 from __future__ import annotations
 
-import os
 import signal
 
 import pytest
 
 from axon import AgentRunFailed, AgentSpec, AgentTimeout, Axon
-from axon.testing import EventLog, capture_events, user_prompts, worker_pids
+from axon.testing import EventLog, capture_events, kill_worker, user_prompts, worker_pids
 from axon.worker.faults import ARMED_LINE, ENV_VAR
 
 from ..conftest import MISBEHAVING, StartAxon
@@ -18,10 +17,8 @@ from ..conftest import MISBEHAVING, StartAxon
 
 async def armed(axon: Axon, events: EventLog, sig: int, fault: str) -> int:
     """Send ``sig`` to the worker and wait until it says the fault is armed; its pid."""
-    (pid,) = worker_pids(axon, "m")
-    assert pid is not None
     mark = events.mark()
-    os.kill(pid, sig)
+    pid = kill_worker(axon, "m", sig=sig)
     await events.wait_for(
         "worker.output", since=mark, agent="m", pid=pid, line=f"{ARMED_LINE}{fault}"
     )

@@ -40,7 +40,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from axon.chaos.invariants import (
-    AgentObservation,
     ChaosRecord,
     ConversationHistory,
     Fault,
@@ -200,7 +199,7 @@ async def run_chaos(
     seen = {f["pid"] for _, e, f in recorded if e == "worker.ready" and f.get("pid")}
     events = [(e, f) for _, e, f in recorded]
     observations = tuple(
-        _observe(before[agent], after[agent], events) for agent in before if agent in after
+        observe_agent(before[agent], after[agent], events) for agent in before if agent in after
     )
     run = ChaosRecord(
         requests=tuple(_request(r) for r in report.records),
@@ -373,12 +372,6 @@ async def _settle(axon: Axon, timeout: float) -> None:
                 await axon.wait_serving(agent.id)
     except TimeoutError:
         pass  # the invariants will say what did not recover
-
-
-def _observe(
-    before: AgentStatus, after: AgentStatus, events: list[tuple[str, dict[str, Any]]]
-) -> AgentObservation:
-    return observe_agent(before, after, events)
 
 
 def _request(record: LoadRecord) -> RequestRecord:

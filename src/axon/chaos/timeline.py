@@ -15,13 +15,13 @@ fault came).
 
 from __future__ import annotations
 
-import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from axon.chaos.invariants import Fault
+from axon.loadtest.stats import percentiles
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -136,23 +136,16 @@ def recovery_times(
     return recoveries
 
 
-def _percentile(sorted_values: Sequence[float], q: int) -> float:
-    if len(sorted_values) == 1:
-        return sorted_values[0]
-    # The 99 cut points of the inclusive method; ``q`` in 1..99.
-    return statistics.quantiles(sorted_values, n=100, method="inclusive")[q - 1]
-
-
 def summarize_recoveries(recoveries: Sequence[Recovery]) -> RecoverySummary:
     """Counts, and p50/p99/max over the disrupted faults that recovered."""
-    times = sorted(r.seconds for r in recoveries if r.disrupted and r.seconds is not None)
+    times = percentiles(r.seconds for r in recoveries if r.disrupted and r.seconds is not None)
     return RecoverySummary(
         faults=len(recoveries),
         disrupted=sum(r.disrupted for r in recoveries),
         unrecovered=sum(r.seconds is None for r in recoveries),
-        p50_s=_percentile(times, 50) if times else None,
-        p99_s=_percentile(times, 99) if times else None,
-        max_s=times[-1] if times else None,
+        p50_s=times.p50,
+        p99_s=times.p99,
+        max_s=times.max,
     )
 
 

@@ -28,6 +28,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.text import Text
 
 from axon.cli.app import EXIT_AUTH, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, app, err_console
+from axon.client import DEFAULT_URL, error_type_of
 from axon.errors import AxonError, ConfigError
 from axon.loadtest import (
     DEFAULT_PROMPT,
@@ -46,7 +47,6 @@ from axon.loadtest import (
 
 __all__ = ["bench"]
 
-DEFAULT_URL = "http://127.0.0.1:8000"
 
 PlotFile = Annotated[
     Path | None,
@@ -350,8 +350,6 @@ async def _open_target(
         try:
             await remote.check(agents)
         except AxonError as exc:
-            from axon.client import error_type_of
-
             kind = error_type_of(exc)
             code = {"unauthorized": EXIT_AUTH, "agent_not_found": EXIT_USAGE}.get(kind, EXIT_FAILED)
             raise _Stop(code, kind, exc.message) from None

@@ -25,12 +25,11 @@ from axon.cli.app import (
     console,
     err_console,
 )
+from axon.client import DEFAULT_URL, AxonClient, RemoteError, error_type_of
 from axon.errors import AxonError
 
 if TYPE_CHECKING:
     from pydantic_ai.messages import ModelMessage
-
-    from axon.client import AxonClient
 
 __all__ = [
     "DEFAULT_URL",
@@ -88,13 +87,10 @@ JsonOutput = Annotated[
         rich_help_panel="Server",
     ),
 ]
-DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 def exit_code_of(error: AxonError) -> int:
     """The exit code of a remote command that failed with ``error`` (see the module doc)."""
-    from axon.client import RemoteError, error_type_of
-
     kind = error_type_of(error)
     if kind in _AUTH_ERRORS:
         return EXIT_AUTH
@@ -107,8 +103,6 @@ def exit_code_of(error: AxonError) -> int:
 
 
 def _error_line(error: AxonError) -> Text:
-    from axon.client import error_type_of
-
     line = Text.assemble(("error: ", "bold red"), f"{error_type_of(error)}: {error.message}")
     retry_after = error.facts.get("retry_after")
     if isinstance(retry_after, int | float) and "retry" not in error.message:
@@ -120,8 +114,6 @@ def _error_line(error: AxonError) -> Text:
 def remote(url: str, token: str | None) -> Generator[AxonClient]:
     """A client of the server at ``url``; an ``AxonError`` inside ends the command with its
     one-line message and exit code."""
-    from axon.client import AxonClient
-
     client = AxonClient(url, token=token or None)
     try:
         yield client

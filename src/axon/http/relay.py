@@ -57,8 +57,6 @@ class RunRelay:
         try:
             async for event in self._events:
                 self._queue.put_nowait(event)
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:  # an AxonError, or a bug the edge reports as a bare 500
             self._queue.put_nowait(exc)
         finally:

@@ -21,12 +21,19 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, cast
-from urllib.parse import quote
 
 import httpx
 from httpx_sse import SSEError, aconnect_sse
 
-from axon.client import ConnectionLost, RemoteError, ServerUnreachable, error_from_body
+from axon.client import (
+    ConnectionLost,
+    RemoteError,
+    ServerUnreachable,
+    body_of,
+    error_from_body,
+    message_body,
+    path_segment,
+)
 from axon.errors import AgentNotFound, AxonError
 from axon.replies import FinalResult, StreamEvent, TextDelta
 
@@ -117,7 +124,7 @@ class HttpTarget:
             response = await self._http.get("/v1/agents", timeout=10.0)
         except httpx.TransportError as exc:
             raise self._transport_error(exc) from None
-        body = _body_of(response)
+        body = body_of(response)
         if response.is_error:
             raise error_from_body(body, response.status_code)
         found = body.get("agents") if isinstance(body, dict) else None
@@ -135,21 +142,15 @@ class HttpTarget:
     async def send(
         self, agent: str, prompt: str, conversation_id: str, timeout: float | None, stream: bool
     ) -> Exchange:
-        body: dict[str, Any] = {
-            "prompt": prompt,
-            "conversation_id": conversation_id,
-            "stream": stream,
-        }
-        if timeout is not None:
-            body["timeout"] = timeout
-        path = f"/v1/agents/{quote(agent, safe='')}/messages"
+        body = message_body(prompt, conversation_id, timeout, stream=stream)
+        path = f"/v1/agents/{path_segment(agent)}/messages"
         try:
             if stream:
                 return await self._stream(path, body)
             response = await self._http.post(path, json=body)
         except httpx.TransportError as exc:
             raise self._transport_error(exc) from None
-        data = _body_of(response)
+        data = body_of(response)
         if response.is_error:
             raise error_from_body(data, response.status_code)
         output = data.get("output") if isinstance(data, dict) else None
@@ -161,7 +162,7 @@ class HttpTarget:
             response = source.response
             if response.is_error:
                 await response.aread()
-                raise error_from_body(_body_of(response), response.status_code)
+                raise error_from_body(body_of(response), response.status_code)
             try:
                 async for sse in source.aiter_sse():
                     if sse.event == "text_delta":
@@ -245,10 +246,3 @@ class InProcessTarget:
                 elif isinstance(event, FinalResult):
                     exchange.output = event.reply.output
         return exchange
-
-
-def _body_of(response: httpx.Response) -> object:
-    try:
-        return response.json()
-    except ValueError:
-        return response.text

@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from axon.client import error_type_of
 from axon.errors import AxonError
 from axon.loadtest.records import OK, LoadReport, RequestRecord
 from axon.loadtest.targets import Target
@@ -249,7 +250,7 @@ class _Run:
                 )
             outcome, output, token_times = OK, exchange.output, exchange.token_times
         except AxonError as exc:
-            outcome, error = _error_type(exc), exc.message
+            outcome, error = error_type_of(exc), exc.message
         except TimeoutError:
             outcome = "client_timeout"
             error = f"no answer within the deadline ({seconds:g}s) plus {plan.grace:g}s"
@@ -274,9 +275,3 @@ class _Run:
         self.report.records.append(record)
         if self.on_result is not None:
             self.on_result(record)
-
-
-def _error_type(error: AxonError) -> str:
-    from axon.client import error_type_of
-
-    return error_type_of(error)

@@ -194,7 +194,7 @@ class Monitor:
         self._usage: dict[tuple[str, int], _Usage] = {}
         self._cpu_seen: dict[tuple[str, int], tuple[float, float]] = {}
         self._series_cache: tuple[int, dict[str, list[Any]], dict[str, Any]] | None = None
-        self._unsubscribe = events.subscribe(self._on_event)
+        events.subscribe(self._on_event)
 
     # -- input: events and samples ---------------------------------------------------------------
 

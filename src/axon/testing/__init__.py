@@ -17,8 +17,10 @@ with capture_events() as events:                      # an EventLog on the "axon
 from axon.testing.clock import FakeClock
 from axon.testing.events import EventLog, LoggedEvent, capture_events
 from axon.testing.helpers import (
+    all_worker_pids,
     assert_history,
     cut_connection,
+    descendant_pids,
     kill_worker,
     pid_alive,
     user_prompts,
@@ -35,9 +37,11 @@ __all__ = [
     "FakeClock",
     "LoggedEvent",
     "TcpRelay",
+    "all_worker_pids",
     "assert_history",
     "capture_events",
     "cut_connection",
+    "descendant_pids",
     "kill_worker",
     "pid_alive",
     "user_prompts",

@@ -12,8 +12,10 @@ from axon.runtime import Axon
 from axon.status import AgentStatus
 
 __all__ = [
+    "all_worker_pids",
     "assert_history",
     "cut_connection",
+    "descendant_pids",
     "kill_worker",
     "pid_alive",
     "user_prompts",
@@ -30,6 +32,21 @@ def pid_alive(pid: int) -> bool:
             return f.read().split(") ", 1)[1][0] != "Z"
     except (FileNotFoundError, IndexError):
         return False
+
+
+def all_worker_pids(axon: Axon) -> set[int]:
+    """The pid of every worker process ``axon`` has now, of every agent."""
+    return {w.pid for a in axon.agents() for w in a.workers if w.pid is not None}
+
+
+def descendant_pids(pid: int) -> list[int]:
+    """Every living descendant of ``pid`` (e.g. the worker processes of an ``axon serve``)."""
+    import psutil
+
+    try:
+        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
 
 
 def worker_pids(axon: Axon, agent_id: str) -> list[int | None]:

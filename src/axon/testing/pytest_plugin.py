@@ -33,26 +33,13 @@ import pytest_asyncio
 
 from axon.config import AgentSpec, AxonConfig, load_config
 from axon.runtime import Axon
-from axon.testing.helpers import pid_alive
+from axon.testing.helpers import all_worker_pids, descendant_pids, pid_alive
 from axon.testing.server import AxonServer
 
 __all__ = ["AxonRuntimeFactory", "AxonServerFactory", "axon_runtime", "axon_server"]
 
 AxonRuntimeFactory = Callable[..., Awaitable[Axon]]
 AxonServerFactory = Callable[..., Awaitable[AxonServer]]
-
-
-def _pids(axon: Axon) -> set[int]:
-    return {w.pid for a in axon.agents() for w in a.workers if w.pid is not None}
-
-
-def _descendants(pid: int) -> set[int]:
-    import psutil
-
-    try:
-        return {p.pid for p in psutil.Process(pid).children(recursive=True)}
-    except psutil.NoSuchProcess:
-        return set()
 
 
 @pytest_asyncio.fixture
@@ -73,12 +60,12 @@ async def axon_runtime() -> AsyncIterator[AxonRuntimeFactory]:
         seen: set[int] = set()
         started.append((axon, seen))
         await axon.start()
-        seen |= _pids(axon)
+        seen |= all_worker_pids(axon)
         return axon
 
     yield start
     for axon, seen in reversed(started):
-        seen |= _pids(axon)
+        seen |= all_worker_pids(axon)
         await axon.stop()
         leftovers = {pid for pid in seen if pid_alive(pid)}
         assert not leftovers, f"worker processes outlived the runtime: {leftovers}"
@@ -105,12 +92,12 @@ async def axon_server(tmp_path: Path) -> AsyncIterator[AxonServerFactory]:
             path = tmp_path / f"axon-{len(servers)}.toml"
             path.write_text(config)
         server = await AxonServer.start(path, cwd=tmp_path, env=env, args=args, listen=listen)
-        servers.append((server, _descendants(server.pid)))
+        servers.append((server, set(descendant_pids(server.pid))))
         return server
 
     yield serve
     for server, pids in reversed(servers):
-        pids |= _descendants(server.pid)
+        pids.update(descendant_pids(server.pid))
         if server.process.returncode is None:
             code = await server.stop()
             assert code == 0, f"axon serve exited with {code}:\n{server.logs()}"

@@ -3,8 +3,9 @@
 A worker connects to its handle's Unix socket (:class:`~axon.worker.process.WorkerProcess`).
 A :class:`WorkerLinks` given to the runtime (``Axon(..., worker_links=...)``) is asked, at every
 worker start, for the path the worker connects to instead: a relay in front of the handle's
-socket that can delay, slice, cut or blackhole the traffic (``axon.chaos.links``). This exists
-for fault injection (``axon chaos``, tests); a runtime without one is not affected in any way.
+socket that can delay, slice, cut or blackhole the traffic (``axon.testing.link_relay``). This
+exists for fault injection (``axon chaos``, tests); a runtime without one is not affected in any
+way.
 """
 
 from __future__ import annotations
