@@ -12,6 +12,7 @@ Without chromium the browser test skips with the reason, unless ``CI=true`` (the
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import re
@@ -261,7 +262,22 @@ async def test_page_files_and_monitor_api(serve_axon: ServeAxon) -> None:
         assert reply.status_code == 200
         crashed = await http.post("/v1/agents/misbehaving/messages", json={"prompt": "crash"})
         assert crashed.status_code == 502
-        first = await http.get("/v1/monitor")
+
+        def settled(body: dict[str, Any]) -> bool:
+            """The crashed agent is back: it went to ``restarting``, and then to ``running``."""
+            changes = [
+                e["fields"]["state"]
+                for e in body["events"]
+                if e["event"] == "agent.state" and e["fields"]["agent"] == "misbehaving"
+            ]
+            return "restarting" in changes and changes[-1] == "running"
+
+        async with asyncio.timeout(30):  # polling the route under test: it has no event to wait on
+            while True:
+                first = await http.get("/v1/monitor")
+                if settled(first.json()):
+                    break
+                await asyncio.sleep(0.02)
         assert first.status_code == 200
         assert first.headers["cache-control"] == "no-store"
         snapshot = MonitorBody.model_validate(first.json())  # the documented model, exactly
@@ -285,9 +301,8 @@ async def test_page_files_and_monitor_api(serve_axon: ServeAxon) -> None:
         later = (await http.get("/v1/monitor", params={"since": cursor})).json()
         assert later["events"], "a manual restart changes the agent's state"
         assert all(e["seq"] > cursor for e in later["events"])
-        # (the misbehaving agent may still be coming back from its crash meanwhile)
         mine = [e for e in later["events"] if e["fields"]["agent"] == "python_agent_2"]
-        assert mine, later["events"]
+        assert mine == later["events"], "the crashed agent had settled before the cursor"
         assert {e["event"] for e in mine} == {"agent.state"}
         assert mine[-1]["fields"]["state"] == "running"
 
