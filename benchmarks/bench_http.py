@@ -17,7 +17,7 @@ a small machine its own CPU cost shows in the figures). Client and server share 
 
 The agent is the misbehaving example's echo path (a FunctionModel answer, no tools), the
 cheapest run there is, and the store is in memory, so the figures show the HTTP edge's own
-cost over the runtime's (as ``bench_core.py`` does over pydantic-ai's). The server runs with
+cost over the runtime's (as ``bench_performance.py`` does over pydantic-ai's). The server runs with
 ``--log-level warning`` (the in-process runtime has no log handler either), so log writing is
 not counted as edge cost.
 """

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_observability.py [--requests 500] [--rounds 10] [--json FILE]
 
-1. Throughput at 64 concurrent requests (Python API, in process, like ``bench_core.py``) of the
+1. Throughput at 64 concurrent requests (Python API, in process, like ``bench_performance.py``) of the
    misbehaving example's echo path on 2 workers, three ways, interleaved in alternating rounds
    (the order rotates every round) and reported as medians with their ratio to (a):
 

@@ -193,13 +193,9 @@ class AxonClient:
                         if sse.event == "final":
                             return
                 except SSEError as exc:
-                    raise RemoteError(
-                        f"the server did not answer with an event stream: {exc}",
-                        error_type="http_error",
-                        status=response.status_code,
-                    ) from None
+                    raise not_an_event_stream(exc, response.status_code) from None
         except httpx.TransportError as exc:
-            raise self._transport_error(exc) from None
+            raise transport_error(self.url, exc) from None
         raise ConnectionLost(self.url, "the event stream ended without a final event")
 
     # -- agents ----------------------------------------------------------------------------
@@ -270,18 +266,30 @@ class AxonClient:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            raise self._transport_error(exc) from None
+            raise transport_error(self.url, exc) from None
         if response.is_error:
             raise error_from_body(body_of(response), response.status_code)
         return response
 
-    def _transport_error(self, exc: httpx.TransportError) -> AxonError:
-        reason = str(exc) or type(exc).__name__
-        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.UnsupportedProtocol):
-            return ServerUnreachable(self.url, reason)
-        if isinstance(exc, httpx.TimeoutException):
-            reason = f"no answer in time ({type(exc).__name__})"
-        return ConnectionLost(self.url, reason)
+
+def transport_error(url: str, exc: httpx.TransportError) -> AxonError:
+    """The typed error of a failed exchange with the server at ``url``: ``ServerUnreachable``
+    when nothing answered, ``ConnectionLost`` when the connection broke or went silent."""
+    reason = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.UnsupportedProtocol):
+        return ServerUnreachable(url, reason)
+    if isinstance(exc, httpx.TimeoutException):
+        reason = f"no answer in time ({type(exc).__name__})"
+    return ConnectionLost(url, reason)
+
+
+def not_an_event_stream(exc: SSEError, status: int | None) -> RemoteError:
+    """The error of a streamed answer that is not Server-Sent Events (a proxy's page, say)."""
+    return RemoteError(
+        f"the server did not answer with an event stream: {exc}",
+        error_type="http_error",
+        status=status,
+    )
 
 
 def message_body(

@@ -62,7 +62,7 @@ class SupervisorSpec(_Spec):
     strategy: Strategy = Strategy.ONE_FOR_ONE
     max_restarts: int = Field(default=5, ge=0)
     max_seconds: PositiveSeconds = 10.0
-    backoff_initial: float = Field(default=0.05, ge=0)
+    backoff_initial: float = Field(default=0.005, ge=0)
     backoff_max: PositiveSeconds = 30.0
     failed_cooldown: PositiveSeconds = 30.0
     """Seconds a FAILED agent waits before it is tried again."""
@@ -148,6 +148,10 @@ class RuntimeSpec(_Spec):
     tracing: bool = False
     """Trace every run with OpenTelemetry, into the workers; needs
     ``pip install 'axon-runtime[otel]'`` (see docs/tracing.md)."""
+    fork_server: bool = True
+    """Start workers by forking a warm zygote that has pydantic-ai and the agent's modules
+    imported (milliseconds, not a second); false: every worker is a new interpreter (see
+    docs/fork-server.md)."""
 
     @field_validator("store")
     @classmethod

@@ -299,22 +299,40 @@ class RunInterrupted(AxonError):
 
 
 class StoreUnavailable(AxonError):
-    """The conversation store cannot be reached or is locked; nothing was committed.
+    """The conversation store cannot be reached or is locked; nothing was committed, unless
+    ``maybe_committed``.
 
     Retry after ``retry_after`` seconds. ``store`` names the backend (``sqlite``, ``postgresql``).
+    ``maybe_committed`` is true only when the connection broke after the store was asked to
+    commit and before it confirmed: the run may be in the history or not (no store can know which
+    without asking again). Read the conversation before sending the message again.
     """
 
     type = "store_unavailable"
     store: str
     reason: str
     retry_after: float
+    maybe_committed: bool
 
-    def __init__(self, store: str, reason: str, *, retry_after: float = 1.0) -> None:
+    def __init__(
+        self,
+        store: str,
+        reason: str,
+        *,
+        retry_after: float = 1.0,
+        maybe_committed: bool = False,
+    ) -> None:
         super().__init__(
-            f"the {store} store is unavailable: {reason}",
+            f"the {store} store is unavailable: {reason}"
+            + (
+                " (the commit was sent but not confirmed: it may have been applied)"
+                if maybe_committed
+                else ""
+            ),
             store=store,
             reason=reason,
             retry_after=retry_after,
+            maybe_committed=maybe_committed,
         )
 
 

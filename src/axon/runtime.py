@@ -78,6 +78,7 @@ from axon.validation import (
     check_timeout,
     new_conversation_id,
 )
+from axon.worker.fork_server import FORK_SUPPORTED, ForkServer
 from axon.worker.links import WorkerLinks
 
 if TYPE_CHECKING:
@@ -147,6 +148,9 @@ class Axon:
 
             self._tracer = RunTracer(tracer_provider)
         self._worker_links = worker_links
+        self._fork_server: ForkServer | None = (
+            ForkServer(self.events) if config.runtime.fork_server and FORK_SUPPORTED else None
+        )
         self._socket_dir: Path | None = None
         self._started = False
 
@@ -186,6 +190,8 @@ class Axon:
             raise RuntimeError("this Axon is already started")
         self._started = True
         await self._store.open()
+        if self._fork_server is not None:
+            self._fork_server.start()
         self._socket_dir = Path(tempfile.mkdtemp(prefix="axon-"))
         for position, spec in enumerate(self.config.agents):
             socket_dir = self._socket_dir / str(position)
@@ -202,6 +208,7 @@ class Axon:
                 on_capacity=on_capacity,
                 events=self.events,
                 links=self._worker_links,
+                fork_server=self._fork_server,
             )
             self._routers[spec.id] = AgentRouter(supervisor)
             supervisor.start()
@@ -214,6 +221,8 @@ class Axon:
             return
         for router in reversed(list(self._routers.values())):
             await router.supervisor.stop()
+        if self._fork_server is not None:
+            await self._fork_server.close()
         await self._tasks.aclose()
         await self._store.close()
         if self._socket_dir is not None:

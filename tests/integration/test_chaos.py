@@ -80,3 +80,40 @@ async def test_bad_usage_exits_2_before_anything_starts(tmp_path: Path) -> None:
     assert code == 2
     assert "nosuch" in err
     assert not os.listdir(tmp_path)  # no store was opened
+
+
+async def test_store_outages_on_postgres_keep_every_invariant(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """``--outage-every`` on the demo with a PostgreSQL store: the store goes away (the moment
+    a COMMIT reaches it, so that commit's answer is lost) and comes back, among worker kills.
+    Requests in an outage fail with ``store_unavailable``; the unconfirmed commits are the
+    history invariant's hard case (they may be committed); every invariant must hold."""
+    code, out, err = await axon_cli(
+        "chaos", "--store", postgres_url, "--duration", "14", "--concurrency", "4",
+        "--outage-every", "4", "--kill-every", "3", "--json",
+        cwd=tmp_path,
+        timeout=180,
+    )  # fmt: skip
+    assert code == 0, out + err
+    report = json.loads(out)
+    assert report["passed"] is True
+    assert report["faults"]["outage"] >= 2
+    assert report["faults"]["kill"] >= 3
+    assert report["outcomes"]["store_unavailable"] > 0
+    assert report["outcomes"]["ok"] > 50
+    assert report["maybe_committed"] >= 1  # a COMMIT applied, its answer lost
+    history = next(v for v in report["invariants"] if v["name"] == "history")
+    assert "sent but not confirmed" in history["notes"][0]
+    outages = [t for t in report["timeline"]["faults"] if t["kind"] == "outage"]
+    assert all(t["agent"] == "<store>" and t["recovery_s"] is not None for t in outages)
+    assert min(t["recovery_s"] for t in outages[:-1]) >= 2.0  # down for the whole outage
+
+
+async def test_a_store_outage_needs_a_postgres_store(tmp_path: Path) -> None:
+    code, _out, err = await axon_cli(
+        "chaos", "--duration", "5", "--outage-every", "1", cwd=tmp_path, timeout=60
+    )
+    assert code == 2
+    assert "store outages need a PostgreSQL store" in err
+    assert not os.listdir(tmp_path)

@@ -60,6 +60,11 @@ cancel_grace = 10.0
 shutdown_timeout = 3.0
 
 [[agents]]
+id = "threaded"
+agent = "axon.examples.misbehaving:misbehaving_agent"
+env = { AXON_EXAMPLE_IMPORT_THREAD = "1" }
+
+[[agents]]
 id = "broken"
 agent = "axon.examples.misbehaving:raise_at_startup"
 
@@ -197,6 +202,16 @@ async def test_every_event_kind_is_a_json_line_with_its_documented_fields(
     assert all(r["stream"] == "stderr" for r in output)
     assert all(r["level"] == "warning" and isinstance(r["pid"], int) for r in output)
     assert by_event["agent.failed"]["agent"] == "broken"
+    # The fork server: its root and the agents' zygotes were ready; "threaded" starts a thread
+    # at import, so its zygote refused (and its import-time line was logged).
+    assert {r["agent"] for r in records if r["event"] == "zygote.ready"} >= {None, "m", "broken"}
+    assert by_event["zygote.refused"]["agent"] == "threaded"
+    assert "import-time-thread" in by_event["zygote.refused"]["reason"]
+    said = [r for r in records if r["event"] == "zygote.output" and r["agent"] == "threaded"]
+    assert [r["line"] for r in said] == ["misbehaving: starting a thread at import"]
+    assert said[0]["level"] == "warning"
+    starts = {r["agent"]: r["start"] for r in records if r["event"] == "worker.ready"}
+    assert starts == {"m": "fork", "threaded": "cold"}
     stops = [r for r in records if r["event"] == "worker.exit" and r["cause"] == "requested"]
     assert stops
     assert all(r["level"] == "info" for r in stops)

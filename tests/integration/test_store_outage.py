@@ -64,6 +64,7 @@ async def test_outage_gives_typed_errors_loses_nothing_and_recovers(
     with pytest.raises(StoreUnavailable) as caught:
         await in_flight
     assert caught.value.store == "postgresql"
+    assert caught.value.maybe_committed is False  # no COMMIT was sent: surely rolled back
     assert loop.time() - cut_at < 1.0 + SLACK  # the rest of the 1 s run, then at once
     await events.wait_for("run.finished", since=mark, outcome="store_unavailable")
 
@@ -91,3 +92,28 @@ async def test_outage_gives_typed_errors_loses_nothing_and_recovers(
     assert await send("new", "c2") == "echo: new"
     assert user_prompts(await axon.history("c")) == ["first", "between", "after"]
     assert user_prompts(await axon.history("c2")) == ["new"]
+
+
+async def test_a_commit_whose_confirmation_is_lost_says_it_may_have_been_applied(
+    postgres_url: str, relay: TcpRelay, start_axon: StartAxon
+) -> None:
+    """The COMMIT reaches the server, the connection breaks before its answer comes back: the
+    run IS in the history, and the caller's ``StoreUnavailable`` says that it may be
+    (``maybe_committed``), where every other store failure promises nothing was written."""
+    axon = await start_axon(
+        AgentSpec(id="m", agent=MISBEHAVING),
+        runtime=RuntimeSpec(store=f"{relay.rewrite(postgres_url)}&command_timeout=5"),
+    )
+    await axon.send_message("m", "first", conversation_id="c")
+    relay.cut_after(b"COMMIT")
+    with pytest.raises(StoreUnavailable) as caught:
+        await axon.send_message("m", "second", conversation_id="c")
+    await relay.wait_cut_after()
+    assert caught.value.maybe_committed is True
+    assert caught.value.to_dict()["maybe_committed"] is True  # what HTTP clients get
+    assert "may have been applied" in caught.value.message
+    # It was applied: reading the history (as the error advises) shows it, exactly once.
+    assert user_prompts(await axon.history("c")) == ["first", "second"]
+    reply = await axon.send_message("m", "third", conversation_id="c")  # and the store serves
+    assert reply.output == "echo: third"
+    assert user_prompts(await axon.history("c")) == ["first", "second", "third"]

@@ -35,6 +35,7 @@ from rich.console import Console
 
 from axon import AgentCrashed, AgentSpec
 from axon.chaos import (
+    STORE,
     TYPED_ERRORS,
     AgentObservation,
     ChaosRecord,
@@ -312,6 +313,41 @@ def test_an_unknown_outcome_may_be_committed_at_most_once() -> None:
     )
 
 
+def test_a_commit_sent_but_unconfirmed_may_be_in_the_history_at_most_once() -> None:
+    """``store_unavailable`` with ``maybe_committed``: the store got the COMMIT, its answer was
+    lost. Unlike any other typed error, its exchange may be in the history (once)."""
+    unconfirmed = req("c1", 1, "store_unavailable")
+    unconfirmed = dataclasses.replace(unconfirmed, maybe_committed=True)
+    committed = replace_history("c1", "c1-0", "c1-1", "c1-2", "c1-3", "c1-4")
+    record = dataclasses.replace(
+        committed, requests=replace_request(REQUESTS[1], unconfirmed).requests
+    )
+    verdicts = verdicts_of(record)
+    assert all(v.passed for v in verdicts.values())  # a typed error, in time: deadlines hold
+    assert verdicts["history"].notes == (
+        "1 request(s) failed with a commit sent but not confirmed (the store's answer was "
+        "lost); 1 of them committed, once each",
+    )
+    absent = dataclasses.replace(record, histories=HISTORIES)  # rolled back after all: fine
+    assert verdicts_of(absent)["history"].passed
+    twice = dataclasses.replace(
+        record,
+        histories=(
+            *HISTORIES[1:],
+            hist("c1", "c1-0", "c1-1", "c1-1", "c1-2", "c1-3", "c1-4"),
+        ),
+    )
+    assert only_failure(twice, "history").offenders == (
+        "weather/c1 turn 1 ('c1-1'): outcome store_unavailable, in the history 2 times",
+    )
+    # Without the flag, the same store_unavailable promised nothing was written.
+    plain = req("c1", 1, "store_unavailable")
+    broken = dataclasses.replace(committed, requests=replace_request(REQUESTS[1], plain).requests)
+    assert only_failure(broken, "history").offenders == (
+        "weather/c1 turn 1 ('c1-1'): failed with store_unavailable but is in the history",
+    )
+
+
 def test_a_committed_answer_that_is_not_the_reply_is_caught() -> None:
     record = replace_history("e2", Exchange("e2-0", output="something else"))
     verdict = only_failure(record, "history")
@@ -426,6 +462,35 @@ def test_isolation_failure_through_the_whole_checker() -> None:
     verdict = only_failure(record, "isolation")
     assert verdict.offenders == (
         "agent echo: 1 of 100 requests failed (1.00%): overloaded 1, above 0.50%",
+    )
+
+
+def test_a_store_outage_excuses_only_store_errors_of_untargeted_agents() -> None:
+    """A store outage strikes every agent: the untargeted agent's ``store_unavailable`` errors
+    are named but not counted; its other errors still are; without an outage they all count."""
+    outage = Fault("outage", STORE, at=110.0, pid=None, expected_restarts=0)
+    requests = (*REQUESTS[:5], *echo_requests(100, {"store_unavailable": 30}))
+    histories = (HISTORIES[0], *(hist(f"i{t}", f"i{t}-0") for t in range(30, 100)))
+    record = dataclasses.replace(
+        GOOD, requests=requests, histories=histories, faults=(*FAULTS, outage)
+    )
+    assert record.targeted_agents == {"weather"}  # the store is no agent
+    verdicts = verdicts_of(record)
+    assert all(v.passed for v in verdicts.values()), verdicts
+    assert verdicts["isolation"].notes == (
+        "agent echo: 0 of 100 requests failed (0.00%) (not counted, caused by faults of the "
+        "shared store: store_unavailable 30)",
+    )
+    assert "outage" not in verdicts["cleanup"].summary  # no restart expected of any agent
+    no_outage = dataclasses.replace(record, faults=FAULTS)
+    assert only_failure(no_outage, "isolation").offenders == (
+        "agent echo: 30 of 100 requests failed (30.00%): store_unavailable 30, above 0.50%",
+    )
+    other = echo_requests(100, {"store_unavailable": 30, "agent_crashed": 1})
+    still = check_isolation(other, {"weather"}, AGENTS, excused={"store_unavailable"})
+    assert still.offenders == (
+        "agent echo: 1 of 100 requests failed (1.00%): agent_crashed 1 (not counted, caused by "
+        "faults of the shared store: store_unavailable 30), above 0.50%",
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from axon.chaos.invariants import (
     OK,
+    STORE,
     TYPED_ERRORS,
     UNKNOWN,
     AgentObservation,
@@ -38,6 +39,7 @@ from axon.chaos.timeline import (
 
 __all__ = [
     "OK",
+    "STORE",
     "TYPED_ERRORS",
     "UNKNOWN",
     "AgentObservation",

@@ -20,7 +20,7 @@ A run passes only when every verdict passed (:func:`exit_code`).
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "OK",
+    "STORE",
     "TYPED_ERRORS",
     "UNKNOWN",
     "AgentObservation",
@@ -75,6 +76,13 @@ TYPED_ERRORS: frozenset[str] = _typed_errors()
 ...): the outcomes a request may end with besides ``ok``. Derived from :mod:`axon.errors`, so
 a new error class is typed here the day it is added."""
 
+STORE = "<store>"
+"""The ``agent`` of a fault that strikes the conversation store every agent shares (a store
+outage): no agent id can take this form."""
+SHARED_FAULT_ERRORS = {"outage": frozenset({"store_unavailable"})}
+"""Error types a fault of each kind causes on every agent, targeted or not: they do not count
+against an untargeted agent's isolation."""
+
 DEFAULT_GRACE_S = 1.0
 DEFAULT_ERROR_THRESHOLD = 0.005
 
@@ -104,6 +112,10 @@ class RequestRecord:
     Anything else names an untyped failure (an exception outside the Axon error family)."""
     output: object = None
     """The reply's output, for ``ok``."""
+    maybe_committed: bool = False
+    """The typed error said the run may have been committed all the same
+    (``StoreUnavailable.maybe_committed``: the store's confirmation was lost). Such a request
+    may be in its history, at most once, like an ``unknown`` one."""
 
     @property
     def name(self) -> str:
@@ -112,8 +124,8 @@ class RequestRecord:
 
     @property
     def failed(self) -> bool:
-        """Ended with a typed error: the runtime promises it committed nothing."""
-        return self.outcome in TYPED_ERRORS
+        """Ended with a typed error that promises nothing was committed."""
+        return self.outcome in TYPED_ERRORS and not self.maybe_committed
 
 
 @dataclass(frozen=True)
@@ -159,8 +171,9 @@ class Fault:
     """One fault the run injected."""
 
     kind: str
-    """``kill``, ``hang``, ``cut``, ``delay``, ... (the chaos schedule's names)."""
+    """``kill``, ``hang``, ``cut``, ``outage``, ... (the chaos schedule's names)."""
     agent: str
+    """The agent it struck, or :data:`STORE` for a fault of the shared store."""
     at: float
     """Monotonic seconds when it was injected."""
     pid: int | None = None
@@ -230,7 +243,12 @@ class ChaosRecord:
 
     @property
     def targeted_agents(self) -> frozenset[str]:
-        return self.targeted | {f.agent for f in self.faults}
+        return self.targeted | {f.agent for f in self.faults if f.agent != STORE}
+
+    @property
+    def shared_errors(self) -> frozenset[str]:
+        """Error types the run's shared faults (a store outage) cause on every agent."""
+        return frozenset().union(*(SHARED_FAULT_ERRORS.get(f.kind, ()) for f in self.faults))
 
 
 # -- pydantic-ai messages -> exchanges -----------------------------------------------------------
@@ -334,7 +352,11 @@ def check_invariants(
         check_deadlines(run.requests, grace_s=grace_s, unknown_ok=unknown_ok),
         check_history(run.requests, run.histories),
         check_isolation(
-            run.requests, run.targeted_agents, run.agents, error_threshold=error_threshold
+            run.requests,
+            run.targeted_agents,
+            run.agents,
+            error_threshold=error_threshold,
+            excused=run.shared_errors,
         ),
         check_cleanup(run.faults, run.agents, run.leftover_pids),
     ]
@@ -373,7 +395,7 @@ def check_deadlines(
         if r.outcome == UNKNOWN:
             if not unknown_ok:
                 offenders.append(f"{r.name}: the client lost the connection (outcome unknown)")
-        elif r.outcome != OK and not r.failed:
+        elif r.outcome != OK and r.outcome not in TYPED_ERRORS:
             offenders.append(f"{r.name}: ended with {r.outcome!r}, not ok or a typed error")
         bad += len(offenders) > before
     if not requests:
@@ -396,8 +418,9 @@ def check_history(
 ) -> Verdict:
     """Every ``ok`` exchange is in its conversation's history exactly once, in turn order; a
     request that failed with a typed error left nothing; an ``unknown`` one (or one that never
-    ended) is there at most once; no exchange is partial; every prompt there was sent, by a
-    request of that conversation. A conversation with no history record counts as empty."""
+    ended, or whose error says it may have committed) is there at most once; no exchange is
+    partial; every prompt there was sent, by a request of that conversation. A conversation
+    with no history record counts as empty."""
     offenders: list[str] = []
     senders: dict[str, list[RequestRecord]] = defaultdict(list)
     by_conversation: dict[str, list[RequestRecord]] = defaultdict(list)
@@ -416,7 +439,7 @@ def check_history(
         by_history[h.conversation] = h
 
     conversations = sorted(set(by_conversation) | set(by_history))
-    acknowledged = 0
+    acknowledged = unconfirmed = unconfirmed_found = 0
     for cid in conversations:
         exchanges = by_history.get(cid, ConversationHistory(cid)).exchanges
         counts = Counter(e.prompt for e in exchanges)
@@ -474,6 +497,9 @@ def check_history(
                     offenders.append(f"{r.name}: failed with {r.outcome} but is in the history")
             elif n > 1:
                 offenders.append(f"{r.name}: outcome {r.outcome}, in the history {n} times")
+            if r.maybe_committed:
+                unconfirmed += 1
+                unconfirmed_found += n > 0
     if offenders:
         summary = f"{len(offenders)} problem(s) in {len(conversations)} conversation histories"
     else:
@@ -481,7 +507,15 @@ def check_history(
             f"{acknowledged} acknowledged exchanges in {len(conversations)} conversations: each "
             "committed once, in order; nothing failed, partial or unsent committed"
         )
-    return Verdict("history", not offenders, summary, tuple(offenders))
+    notes = (
+        (
+            f"{unconfirmed} request(s) failed with a commit sent but not confirmed (the store's "
+            f"answer was lost); {unconfirmed_found} of them committed, once each",
+        )
+        if unconfirmed
+        else ()
+    )
+    return Verdict("history", not offenders, summary, tuple(offenders), notes)
 
 
 def check_isolation(
@@ -490,9 +524,12 @@ def check_isolation(
     agents: Sequence[AgentObservation] = (),
     *,
     error_threshold: float = DEFAULT_ERROR_THRESHOLD,
+    excused: Collection[str] = (),
 ) -> Verdict:
     """Every agent no fault targeted kept serving: it served requests, and at most
-    ``error_threshold`` of them (a fraction: 0.005 is 0.5 %) ended in anything but ``ok``."""
+    ``error_threshold`` of them (a fraction: 0.005 is 0.5 %) ended in anything but ``ok``.
+    Errors of an ``excused`` type (caused by a fault of what every agent shares: a store
+    outage) are named in the notes but not counted."""
     struck = set(targeted)
     by_agent: dict[str, list[RequestRecord]] = defaultdict(list)
     for r in requests:
@@ -506,12 +543,19 @@ def check_isolation(
             offenders.append(f"agent {agent}: served no request, so it did not keep serving")
             continue
         errors = Counter(str(r.outcome) for r in served if r.outcome != OK)
+        shared = Counter({kind: n for kind, n in errors.items() if kind in excused})
+        errors -= shared
         rate = sum(errors.values()) / len(served)
         line = (
             f"agent {agent}: {sum(errors.values())} of {len(served)} requests failed ({rate:.2%})"
         )
         if errors:
             line += ": " + ", ".join(f"{kind} {n}" for kind, n in sorted(errors.items()))
+        if shared:
+            line += " (not counted, caused by faults of the shared store: " + ", ".join(
+                f"{kind} {n}" for kind, n in sorted(shared.items())
+            )
+            line += ")"
         lines.append(line)
         if rate > error_threshold:
             offenders.append(f"{line}, above {error_threshold:.2%}")
@@ -541,6 +585,8 @@ def check_cleanup(
     expected: Counter[str] = Counter()
     kinds: dict[str, Counter[str]] = defaultdict(Counter)
     for f in faults:
+        if f.agent == STORE:
+            continue  # the store's faults restart no worker
         expected[f.agent] += f.expected_restarts
         kinds[f.agent][f.kind] += 1
     observed = {a.agent: a for a in agents}

@@ -20,7 +20,16 @@ raise      its next run raises (SIGUSR1)                          0
 stall      its next run stalls until its deadline (SIGUSR2)       0
 storm      SIGKILL one agent's worker 6 times, each time it is    1 per kill (until
            back up (a crash loop)                                  the agent FAILs)
+outage     the PostgreSQL store goes away for 2 s (every          0
+           connection reset, new ones refused), then comes back;
+           it goes the moment a COMMIT reaches it (if one does
+           within 0.5 s): that commit is applied, never confirmed
 =========  ====================================================  =================
+
+A store outage needs a ``postgresql://`` store: the runtime reaches it through a
+:class:`~axon.testing.tcp_relay.TcpRelay` (the server itself is never touched, so other users of
+it are not disturbed). It strikes every agent, so its ``store_unavailable`` errors do not count
+against isolation; its recovery is from the cut until the store answers the runtime again.
 
 Everything is bounded: the load by ``duration`` (and each request by its timeout), the faults
 stop with the load, and the run then waits at most ``settle`` seconds for the agents to serve
@@ -40,6 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from axon.chaos.invariants import (
+    STORE,
     ChaosRecord,
     ConversationHistory,
     Fault,
@@ -56,11 +66,12 @@ from axon.runtime import Axon
 from axon.status import AgentStatus
 from axon.testing.helpers import pid_alive, wait_until
 from axon.testing.link_relay import FaultyLinks
+from axon.testing.tcp_relay import TcpRelay
 from axon.worker.faults import ENV_VAR as FAULT_SIGNALS
 
 __all__ = ["FAULT_KINDS", "ChaosPlan", "ChaosResult", "run_chaos"]
 
-FAULT_KINDS = ("kill", "hang", "cut", "truncate", "slow", "raise", "stall", "storm")
+FAULT_KINDS = ("kill", "hang", "cut", "truncate", "slow", "raise", "stall", "storm", "outage")
 STORM_KILLS = 6
 """Kills in one crash storm: more than the default restart intensity (5 in 10 s) allows."""
 _STORM_WAIT = 10.0
@@ -77,6 +88,10 @@ _EXPECTED_RESTARTS = {
 SLOW_DELAY = 0.2
 """Seconds a ``slow`` fault adds to every chunk on a worker's link, for :data:`SLOW_FOR`."""
 SLOW_FOR = 3.0
+OUTAGE_FOR = 2.0
+"""Seconds a store ``outage`` lasts."""
+_STORE_POLL = 0.02
+_LOST_COMMIT_WAIT = 0.5
 _RECORDED = ("agent.state", "agent.restart", "agent.failed", "worker.ready", "worker.exit")
 
 
@@ -87,8 +102,7 @@ class ChaosPlan:
     duration: float
     concurrency: int = 16
     every: Mapping[str, float] = field(default_factory=dict)
-    """Seconds between two faults of each kind (``kill``, ``hang``, ``cut``, ``raise``,
-    ``stall``)."""
+    """Seconds between two faults of each kind (:data:`FAULT_KINDS`)."""
     targets: tuple[str, ...] | None = None
     """Agents faults may strike; None: every agent but the last of the config (it stays
     untouched, to show that the others' faults do not reach it)."""
@@ -128,6 +142,13 @@ class ChaosResult:
 
 
 def targets_of(config: AxonConfig, plan: ChaosPlan) -> tuple[str, ...]:
+    """The agents the plan's faults may strike; raises ``ValueError`` for a plan the config
+    cannot carry out (an unknown target, a store outage without a PostgreSQL store)."""
+    if "outage" in plan.every and not config.runtime.store.startswith(("postgresql:", "postgres:")):
+        raise ValueError(
+            "store outages need a PostgreSQL store (runtime.store = 'postgresql://...'); "
+            f"this config's store is {config.runtime.store!r}"
+        )
     ids = [a.id for a in config.agents]
     if plan.targets is not None:
         unknown = [t for t in plan.targets if t not in ids]
@@ -158,6 +179,13 @@ async def run_chaos(
             }
         )
     links = FaultyLinks()
+    store_relay: TcpRelay | None = None
+    if "outage" in plan.every:
+        store_relay = await TcpRelay.in_front_of(config.runtime.store).start()
+        runtime = config.runtime.model_copy(
+            update={"store": store_relay.rewrite(config.runtime.store)}
+        )
+        config = config.model_copy(update={"runtime": runtime})
     recorded: list[tuple[float, str, dict[str, Any]]] = []
     try:
         async with Axon(config=config, worker_links=links) as axon:
@@ -168,7 +196,9 @@ async def run_chaos(
 
             axon.events.subscribe(record)
             before = {a.id: a for a in axon.agents()}
-            injector = _Injector(axon, links, targets, random.Random(plan.seed), on_fault)
+            injector = _Injector(
+                axon, links, store_relay, targets, random.Random(plan.seed), on_fault
+            )
             started = time.monotonic()
             load_plan = Plan(
                 agents=[a.id for a in config.agents],
@@ -188,7 +218,7 @@ async def run_chaos(
                     task.cancel()
                 await asyncio.gather(*faulting, return_exceptions=True)
                 injector.resume_all()
-            await _settle(axon, plan.settle)
+            await _settle(axon, injector, plan.settle)
             after = {a.id: a for a in axon.agents()}
             histories = [
                 ConversationHistory.from_json(cid, await axon.export_conversation(cid))
@@ -196,6 +226,8 @@ async def run_chaos(
             ]
     finally:
         links.close()
+        if store_relay is not None:
+            await store_relay.close()
     seen = {f["pid"] for _, e, f in recorded if e == "worker.ready" and f.get("pid")}
     events = [(e, f) for _, e, f in recorded]
     observations = tuple(
@@ -211,7 +243,7 @@ async def run_chaos(
     )
     changes = [
         StateChange(f["agent"], at, f["state"]) for at, e, f in recorded if e == "agent.state"
-    ]
+    ] + injector.store_changes
     serving = serving_intervals(changes, start=started)
     return ChaosResult(
         verdicts=check_invariants(run),
@@ -231,12 +263,17 @@ class _Injector:
         self,
         axon: Axon,
         links: FaultyLinks,
+        store_relay: TcpRelay | None,
         targets: tuple[str, ...],
         rng: random.Random,
         on_fault: Callable[[Fault], None] | None,
     ) -> None:
         self._axon = axon
         self._links = links
+        self._store_relay = store_relay
+        self.store_changes: list[StateChange] = []
+        """The store's "serving" history (agent :data:`STORE`): down at each outage, running
+        again once it answers."""
         self._targets = targets
         self._rng = rng
         self._on_fault = on_fault
@@ -250,6 +287,9 @@ class _Injector:
             await asyncio.sleep(seconds)
             if kind == "storm":
                 await self.storm()
+                continue
+            if kind == "outage":
+                await self.outage()
                 continue
             # A fault that finds every worker restarting waits for one (up to its interval, at
             # most a few seconds) rather than being lost: each kind must get to strike.
@@ -305,6 +345,39 @@ class _Injector:
             _signal(worker.pid, signal.SIGKILL)
             self._record(Fault("storm", agent, time.monotonic(), worker.pid, 1))
 
+    async def outage(self) -> None:
+        """Take the store away for :data:`OUTAGE_FOR` seconds (every connection reset, new
+        ones refused), bring it back, and wait until it answers the runtime again."""
+        relay = self._store_relay
+        assert relay is not None
+        fault = Fault("outage", STORE, time.monotonic(), None, 0)
+        self._record(fault)
+        self.store_changes.append(StateChange(STORE, fault.at, "down"))
+        try:
+            # It goes away the moment a COMMIT reaches it, when one comes soon: that commit is
+            # applied but never confirmed (the caller's error says it may have been).
+            relay.cut_after(b"COMMIT")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_LOST_COMMIT_WAIT):
+                    await relay.wait_cut_after()
+            await relay.cut()
+            await asyncio.sleep(OUTAGE_FOR)
+        finally:
+            relay.restore()
+        await self.store_back()
+
+    async def store_back(self) -> None:
+        """Until the store answers again after an outage (no-op when it is not down)."""
+        if not self.store_changes or self.store_changes[-1].state != "down":
+            return
+        # Polled: the server coming back is nothing this process is told of.
+        while True:
+            readiness = await self._axon.check_ready(store_timeout=1.0)
+            if readiness.store_error is None:
+                break
+            await asyncio.sleep(_STORE_POLL)
+        self.store_changes.append(StateChange(STORE, time.monotonic(), "running"))
+
     def strike(self, kind: str, *, count_skip: bool = True) -> Fault | None:
         choices = [
             (agent.id, worker.index, worker.pid)
@@ -352,9 +425,12 @@ class _Injector:
             self._on_fault(fault)
 
     def resume_all(self) -> None:
-        """SIGCONT every worker a hang stopped (those not killed yet), so none is left stopped."""
+        """SIGCONT every worker a hang stopped (those not killed yet), so none is left stopped;
+        bring the store back if an outage was cut short."""
         for pid in self._stopped:
             _signal(pid, signal.SIGCONT)
+        if self._store_relay is not None:
+            self._store_relay.restore()
 
 
 def _changed(axon: Axon, agent: str) -> Callable[[AgentStatus], bool]:
@@ -364,10 +440,12 @@ def _changed(axon: Axon, agent: str) -> Callable[[AgentStatus], bool]:
     return lambda s: (s.state, tuple((w.state, w.pid) for w in s.workers)) != key
 
 
-async def _settle(axon: Axon, timeout: float) -> None:
-    """Wait until every agent is settled (RUNNING, FAILED or STOPPED), at most ``timeout``."""
+async def _settle(axon: Axon, injector: _Injector, timeout: float) -> None:
+    """Wait until every agent is settled (RUNNING, FAILED or STOPPED) and the store answers,
+    at most ``timeout``."""
     try:
         async with asyncio.timeout(timeout):
+            await injector.store_back()
             for agent in axon.agents():
                 await axon.wait_serving(agent.id)
     except TimeoutError:
@@ -385,6 +463,7 @@ def _request(record: LoadRecord) -> RequestRecord:
         ended=record.ended,
         outcome=record.outcome,
         output=record.output,
+        maybe_committed=record.maybe_committed,
     )
 
 

@@ -45,6 +45,7 @@ __all__ = [
     "app",
     "console",
     "err_console",
+    "in_process_logging",
 ]
 
 EXIT_OK = 0
@@ -67,3 +68,13 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True)
+
+
+def in_process_logging() -> None:
+    """For commands that run a runtime in this process to measure it (``bench --config``,
+    ``chaos``): only Axon's errors reach stderr; the command's report says everything else."""
+    import logging
+
+    from axon.observability.logging import configure_logging
+
+    configure_logging("text", logging.ERROR)

@@ -27,7 +27,15 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from axon.cli.app import EXIT_AUTH, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, app, err_console
+from axon.cli.app import (
+    EXIT_AUTH,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    app,
+    err_console,
+    in_process_logging,
+)
 from axon.client import DEFAULT_URL, error_type_of
 from axon.errors import AxonError, ConfigError
 from axon.loadtest import (
@@ -329,6 +337,7 @@ async def _open_target(
     """The target, checked: it answers, accepts the token and has every agent of the plan."""
     agents = list(plan.agents)
     if config is not None:
+        in_process_logging()
         stack = contextlib.AsyncExitStack()
         try:
             local = await stack.enter_async_context(InProcessTarget.from_config(config))

@@ -17,7 +17,15 @@ from rich.console import Group
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from axon.cli.app import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED, app, console, err_console
+from axon.cli.app import (
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    app,
+    console,
+    err_console,
+    in_process_logging,
+)
 from axon.cli.bench import PlotFile
 from axon.errors import AxonError, ConfigError
 
@@ -74,6 +82,19 @@ def chaos(
     storm_every: Annotated[
         float | None, _every("storm", "crash storms (one agent's worker killed 6 times)")
     ] = None,
+    outage_every: Annotated[
+        float | None,
+        _every("outage", "2-second outages of the PostgreSQL store (needs a postgresql:// store)"),
+    ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store",
+            help="The conversation store for this run, instead of the config's runtime.store "
+            "(e.g. postgresql://user@127.0.0.1:5432/db for --outage-every).",
+            show_default=False,
+        ),
+    ] = None,
     target: Annotated[
         list[str] | None,
         typer.Option(
@@ -100,13 +121,16 @@ def chaos(
     from axon.chaos.invariants import verdict_table, verdicts_to_dict
     from axon.chaos.runner import ChaosPlan, run_chaos, targets_of
     from axon.chaos.timeline import timeline_table, timeline_to_dict
-    from axon.config import load_config
+    from axon.config import load_config, parse_config
     from axon.demo import demo_config
     from axon.loadtest import summarize
     from axon.loadtest.report import render
 
     try:
         cfg = demo_config() if config is None else load_config(config)
+        if store is not None:
+            data = cfg.model_dump(exclude_defaults=True)
+            cfg = parse_config({**data, "runtime": {**data.get("runtime", {}), "store": store}})
         every = {
             kind: seconds
             for kind, seconds in (
@@ -118,6 +142,7 @@ def chaos(
                 ("raise", raise_every),
                 ("stall", stall_every),
                 ("storm", storm_every),
+                ("outage", outage_every),
             )
             if seconds is not None
         }
@@ -161,6 +186,7 @@ def chaos(
             progress.advance(task, 0.5)
 
     async def go() -> Any:
+        in_process_logging()
         ticking = asyncio.ensure_future(tick())
         try:
             return await run_chaos(cfg, plan, on_result=on_result, on_fault=on_fault)
@@ -190,6 +216,7 @@ def chaos(
             **verdicts_to_dict(result.verdicts),
             "requests": len(result.load.records),
             "outcomes": dict(Counter(r.outcome for r in result.load.records)),
+            "maybe_committed": sum(r.maybe_committed for r in result.load.records),
             "throughput_rps": summary.throughput_rps,
             "faults": dict(Counter(f.kind for f in result.faults)),
             "faults_skipped": result.skipped,

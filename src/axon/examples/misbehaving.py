@@ -48,6 +48,11 @@ Exports: ``misbehaving_agent`` (module-level ``Agent[None, str]`` named ``"misbe
 ``RuntimeError("simulated start-up failure")``), ``slow_startup()`` (blocks
 ``AXON_STARTUP_DELAY`` seconds first) and ``flaky_startup()`` (fails while the
 counter file named by ``AXON_STARTUP_FAILURES_FILE`` holds a positive integer, see its docstring).
+
+With ``AXON_EXAMPLE_IMPORT_THREAD=1`` in the agent's ``env``, importing this module prints a line
+on stderr and starts a thread: the fork server then refuses to fork the agent, whose workers
+start cold (docs/fork-server.md). With ``AXON_EXAMPLE_IMPORT_DELAY=S``, importing it takes ``S``
+seconds more (a slow agent module).
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Generator, Sequence
 from dataclasses import dataclass
@@ -73,6 +79,8 @@ if sys.platform != "win32":
     import fcntl
 
 __all__ = [
+    "IMPORT_DELAY_ENV_VAR",
+    "IMPORT_THREAD_ENV_VAR",
     "STARTUP_FAILURES_ENV_VAR",
     "crash_at_startup",
     "echo_tool",
@@ -85,6 +93,17 @@ __all__ = [
 
 STARTUP_FAILURES_ENV_VAR = "AXON_STARTUP_FAILURES_FILE"
 """Environment variable naming the counter file used by :func:`flaky_startup`."""
+IMPORT_THREAD_ENV_VAR = "AXON_EXAMPLE_IMPORT_THREAD"
+"""Environment variable that makes importing this module start a thread (see the docstring)."""
+
+IMPORT_DELAY_ENV_VAR = "AXON_EXAMPLE_IMPORT_DELAY"
+"""Environment variable: seconds importing this module takes (a slow agent module)."""
+
+if os.environ.get(IMPORT_DELAY_ENV_VAR):
+    time.sleep(float(os.environ[IMPORT_DELAY_ENV_VAR]))
+if os.environ.get(IMPORT_THREAD_ENV_VAR):
+    print("misbehaving: starting a thread at import", file=sys.stderr, flush=True)
+    threading.Thread(target=threading.Event().wait, name="import-time-thread", daemon=True).start()
 
 _STREAM_CRASH_PAUSE = 0.05
 _IGNORE_CANCEL_STEP = 0.05

@@ -54,6 +54,9 @@ class RequestRecord:
     """The reply's output (``ok`` only)."""
     error: str | None = None
     """The error's message (errors only)."""
+    maybe_committed: bool = False
+    """The error said the run may have been committed all the same (a ``store_unavailable``
+    whose commit was sent but not confirmed): the history may hold this exchange."""
     scheduled: float | None = None
     """Open loop: when the request was due to start (``started - scheduled`` is the lag)."""
     token_times: tuple[float, ...] = field(default=(), repr=False)
@@ -93,6 +96,7 @@ class RequestRecord:
             "deadline": self.deadline,
             "outcome": self.outcome,
             "error": self.error,
+            "maybe_committed": self.maybe_committed,
             "output": self.output,
             "latency_s": self.latency,
             "ttft_s": self.ttft,

@@ -28,13 +28,14 @@ from httpx_sse import SSEError, aconnect_sse
 from axon.client import (
     ConnectionLost,
     RemoteError,
-    ServerUnreachable,
     body_of,
     error_from_body,
     message_body,
+    not_an_event_stream,
     path_segment,
+    transport_error,
 )
-from axon.errors import AgentNotFound, AxonError
+from axon.errors import AgentNotFound
 from axon.replies import FinalResult, StreamEvent, TextDelta
 
 __all__ = ["Exchange", "HttpTarget", "InProcessTarget", "Target"]
@@ -123,7 +124,7 @@ class HttpTarget:
         try:
             response = await self._http.get("/v1/agents", timeout=10.0)
         except httpx.TransportError as exc:
-            raise self._transport_error(exc) from None
+            raise transport_error(self.url, exc) from None
         body = body_of(response)
         if response.is_error:
             raise error_from_body(body, response.status_code)
@@ -149,7 +150,7 @@ class HttpTarget:
                 return await self._stream(path, body)
             response = await self._http.post(path, json=body)
         except httpx.TransportError as exc:
-            raise self._transport_error(exc) from None
+            raise transport_error(self.url, exc) from None
         data = body_of(response)
         if response.is_error:
             raise error_from_body(data, response.status_code)
@@ -174,18 +175,8 @@ class HttpTarget:
                         exchange.output = final.get("output") if isinstance(final, dict) else None
                         return exchange
             except SSEError as exc:
-                raise RemoteError(
-                    f"the server did not answer with an event stream: {exc}",
-                    error_type="http_error",
-                    status=response.status_code,
-                ) from None
+                raise not_an_event_stream(exc, response.status_code) from None
         raise ConnectionLost(self.url, "the event stream ended without a final event")
-
-    def _transport_error(self, exc: httpx.TransportError) -> AxonError:
-        reason = str(exc) or type(exc).__name__
-        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.UnsupportedProtocol):
-            return ServerUnreachable(self.url, reason)
-        return ConnectionLost(self.url, reason)
 
 
 class InProcessTarget:

@@ -241,6 +241,7 @@ class _Run:
         seconds = plan.timeout or self.target.agent_timeout(agent) or DEFAULT_TIMEOUT
         output: object = None
         error: str | None = None
+        maybe_committed = False
         token_times: list[float] = []
         started = time.monotonic()
         try:
@@ -251,6 +252,7 @@ class _Run:
             outcome, output, token_times = OK, exchange.output, exchange.token_times
         except AxonError as exc:
             outcome, error = error_type_of(exc), exc.message
+            maybe_committed = exc.facts.get("maybe_committed") is True
         except TimeoutError:
             outcome = "client_timeout"
             error = f"no answer within the deadline ({seconds:g}s) plus {plan.grace:g}s"
@@ -269,6 +271,7 @@ class _Run:
             outcome=outcome,
             output=output,
             error=error,
+            maybe_committed=maybe_committed,
             scheduled=scheduled,
             token_times=tuple(token_times),
         )

@@ -48,7 +48,10 @@ EVENTS: dict[str, EventKind] = {
         (_I,), ("agent", "worker", "generation"), "a worker process is being spawned"
     ),
     "worker.ready": EventKind(
-        (_I,), (*_WORKER, "startup_s"), "the worker imported its agent and can serve"
+        (_I,),
+        (*_WORKER, "startup_s", "start"),
+        "the worker built its agent and can serve; `start`: `fork` (from its agent's zygote) "
+        "or `cold` (a new interpreter)",
     ),
     "worker.startup_failed": EventKind(
         (_E,), (*_WORKER, "message"), "the agent could not be imported or built in the worker"
@@ -68,6 +71,27 @@ EVENTS: dict[str, EventKind] = {
         (_I, _W),
         (*_WORKER, "stream", "line"),
         "one line the worker printed; WARNING for stderr",
+    ),
+    "zygote.ready": EventKind(
+        (_I,),
+        ("agent", "pid", "startup_s"),
+        "a zygote can fork: the root (`agent` null) imported pydantic-ai, or an agent's "
+        "zygote imported the agent's modules",
+    ),
+    "zygote.refused": EventKind(
+        (_W,),
+        ("agent", "reason"),
+        "a zygote cannot fork (its import failed or started a thread): those workers start cold",
+    ),
+    "zygote.exit": EventKind(
+        (_I, _W),
+        ("agent", "pid", "exit_code", "signal"),
+        "a zygote ended (WARNING unless asked to); workers it forked keep running",
+    ),
+    "zygote.output": EventKind(
+        (_I, _W),
+        ("agent", "pid", "stream", "line"),
+        "one line a zygote printed; WARNING for stderr",
     ),
     "agent.restart": EventKind(
         (_W,),

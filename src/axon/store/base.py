@@ -15,7 +15,9 @@ parent and validates every message into Python objects on save and load. Axon's 
 never needs the objects, only the bytes it relays to the worker, and commits a whole run at once;
 storing a run as one JSON value keeps a commit to one row and a load to one ordered scan.
 
-Store failures (unreachable, locked, timed out) raise ``StoreUnavailable``; nothing is written.
+Store failures (unreachable, locked, timed out) raise ``StoreUnavailable``; nothing is written,
+except by a ``commit`` whose confirmation was lost on the way back (a network store only): that
+``StoreUnavailable`` has ``maybe_committed=True``, since the run may be in the history or not.
 
 Cancellation contract: every method may be cancelled; a cancelled ``commit`` either committed
 fully or not at all (the transaction is atomic), and the caller treats it as not acknowledged.

@@ -55,7 +55,8 @@ knows is refused with ``ConfigError`` and left untouched.
 Faults. A server that is down, unreachable, restarting, out of connections or slower than the
 timeouts raises ``StoreUnavailable("postgresql", reason)``: nothing hangs beyond the timeouts,
 and nothing of the failed call was committed, except for a commit whose ``COMMIT`` was sent but
-not confirmed, whose outcome is unknown (the caller treats it as not acknowledged). The pool
+not confirmed: its outcome is unknown, and its ``StoreUnavailable`` says so
+(``maybe_committed=True``; the run is not acknowledged, but may be in the history). The pool
 drops dead connections and opens new ones on demand, so the store recovers by itself once the
 server is reachable again.
 
@@ -399,26 +400,38 @@ class PostgresStore:
     ) -> int:
         if expected_revision < 0:
             raise ValueError(f"expected_revision must be >= 0, not {expected_revision}")
-        async with self._connection() as conn:
-            now = time.time()
-            revision: int | None
-            try:
-                async with conn.transaction():
-                    if expected_revision == 0:
-                        revision = await conn.fetchval(_CREATE, conversation_id, agent_id, now)
-                    else:
-                        revision = await conn.fetchval(
-                            _ADVANCE, conversation_id, expected_revision, now
-                        )
-                    if revision is not None:
-                        await conn.execute(_ADD_RUN, conversation_id, revision, messages, now)
-            except asyncpg.UniqueViolationError:
-                revision = None  # rolled back: a run with this seq exists already
-            if revision is None:
-                actual = await conn.fetchval(
-                    "SELECT revision FROM axon_conversations WHERE id = $1", conversation_id
-                )
-                raise StoreConflict(conversation_id, expected=expected_revision, actual=actual or 0)
+        sending_commit = False
+        try:
+            async with self._connection() as conn:
+                now = time.time()
+                revision: int | None
+                try:
+                    async with conn.transaction():
+                        if expected_revision == 0:
+                            revision = await conn.fetchval(_CREATE, conversation_id, agent_id, now)
+                        else:
+                            revision = await conn.fetchval(
+                                _ADVANCE, conversation_id, expected_revision, now
+                            )
+                        if revision is not None:
+                            await conn.execute(_ADD_RUN, conversation_id, revision, messages, now)
+                        # Leaving the block sends COMMIT: from here until it is confirmed, a
+                        # broken connection leaves the outcome unknown.
+                        sending_commit = revision is not None
+                    sending_commit = False
+                except asyncpg.UniqueViolationError:
+                    revision = None  # rolled back: a run with this seq exists already
+                if revision is None:
+                    actual = await conn.fetchval(
+                        "SELECT revision FROM axon_conversations WHERE id = $1", conversation_id
+                    )
+                    raise StoreConflict(
+                        conversation_id, expected=expected_revision, actual=actual or 0
+                    )
+        except StoreUnavailable as exc:
+            if not sending_commit:
+                raise  # the server never got a COMMIT: it rolled the transaction back
+            raise StoreUnavailable(STORE, exc.reason, maybe_committed=True) from exc.__cause__
         return revision
 
     async def delete(self, conversation_id: str) -> bool:

@@ -53,6 +53,7 @@ from axon.supervisor.states import (
     StateCell,
     WorkerState,
 )
+from axon.worker.fork_server import ForkServer
 from axon.worker.links import WorkerLinks
 from axon.worker.process import ExitInfo, WorkerProcess
 
@@ -93,6 +94,7 @@ class AgentSupervisor:
         on_capacity: Callable[[], None] = lambda: None,
         events: EventBus | None = None,
         links: WorkerLinks | None = None,
+        fork_server: ForkServer | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
@@ -103,6 +105,7 @@ class AgentSupervisor:
         self._on_capacity = on_capacity
         self._events = events or EventBus()
         self._links = links
+        self._fork_server = fork_server
         self._clock = clock
         self._rng = rng or random.Random()
         self._intensity = RestartIntensity(supervision.max_restarts, supervision.max_seconds)
@@ -234,6 +237,9 @@ class AgentSupervisor:
         A no-op while the agent is being stopped for good."""
         if self._stopping:
             return self.state.state
+        if self._fork_server is not None:
+            # New workers come from a new zygote, which imports the agent's code afresh.
+            await self._fork_server.reset(self.spec.id)
         if self.state.state in (AgentState.FAILED, AgentState.STOPPED):
             self._cancel_cooldown()
             self._intensity.reset()
@@ -262,6 +268,7 @@ class AgentSupervisor:
             on_load=self._notify_change,
             events=self._events,
             links=self._links,
+            fork_server=self._fork_server,
         )
         slot.worker = worker
         slot.state.change(WorkerState.STARTING)

@@ -23,6 +23,11 @@ Two ways to cut (:meth:`TcpRelay.cut`):
     :meth:`TcpRelay.restore`, the bytes held meanwhile are delivered (as TCP retransmission
     would) and connections still open carry on.
 
+A third fault is narrower: :meth:`TcpRelay.cut_after` lets the next client chunk that holds
+a marker (``b"COMMIT"``, say) reach the server, then resets the client's connection before any
+answer comes back: the server acts on the request, the client never learns that it did (a lost
+acknowledgement).
+
 The relay runs on the event loop that starts it; everything it does happens in that loop.
 """
 
@@ -63,6 +68,8 @@ class TcpRelay:
         self._flowing.set()
         self._mode: str | None = None  # None (relaying), "reset" or "blackhole"
         self._links: set[_Link] = set()
+        self._marker: bytes | None = None
+        self._marker_seen = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self.accepted = 0
         """Connections accepted so far (including those refused while cut)."""
@@ -142,6 +149,7 @@ class TcpRelay:
     async def cut(self, *, blackhole: bool = False) -> None:
         """Cut the traffic (see the module docstring); returns once every relayed connection
         is closed (``blackhole=False``) or held (``blackhole=True``)."""
+        self._marker = None
         if blackhole:
             self._mode = "blackhole"
             self._flowing.clear()
@@ -152,6 +160,20 @@ class TcpRelay:
         for link in links:
             link.abort()
         await asyncio.gather(*(link.wait_closed() for link in links))
+
+    def cut_after(self, marker: bytes) -> None:
+        """Arm a lost acknowledgement: the next chunk a client sends that contains ``marker``
+        is delivered to the server, then that client's connection is reset (the server's side
+        is closed in order, after the chunk). Other connections are untouched; one use
+        (:meth:`cut` disarms it)."""
+        if not marker:
+            raise ValueError("the marker must not be empty")
+        self._marker = marker
+        self._marker_seen.clear()
+
+    async def wait_cut_after(self) -> None:
+        """Until the chunk armed by :meth:`cut_after` has gone through and its client was cut."""
+        await self._marker_seen.wait()
 
     def restore(self) -> None:
         """Relay again: new connections reach the server; held bytes are delivered."""
@@ -187,14 +209,20 @@ class TcpRelay:
                 _abort(up_writer)
                 return
             await asyncio.gather(
-                self._pump(reader, up_writer, link), self._pump(up_reader, writer, link)
+                self._pump(reader, up_writer, link, upstream=True),
+                self._pump(up_reader, writer, link),
             )
         finally:
             link.close()
             self._links.discard(link)
 
     async def _pump(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link: _Link
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        link: _Link,
+        *,
+        upstream: bool = False,
     ) -> None:
         try:
             while data := await reader.read(_CHUNK):
@@ -203,6 +231,11 @@ class TcpRelay:
                     return
                 writer.write(data)
                 await writer.drain()
+                if upstream and self._marker is not None and self._marker in data:
+                    self._marker = None
+                    link.abort_client()
+                    self._marker_seen.set()
+                    return
         except OSError:
             link.abort()  # reset on one side: reset the other
         finally:
@@ -225,6 +258,13 @@ class _Link:
         _abort(self.downstream)
         if self.upstream is not None:
             _abort(self.upstream)
+
+    def abort_client(self) -> None:
+        """Reset the client's socket; close the server's in order (what was sent arrives)."""
+        self.aborted = True
+        _abort(self.downstream)
+        if self.upstream is not None and not self.upstream.is_closing():
+            self.upstream.close()
 
     def close(self) -> None:
         """Close both sockets after flushing what was written to them."""

@@ -24,11 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import signal
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import msgspec
 from pydantic_core import to_jsonable_python
@@ -52,6 +51,7 @@ from axon.protocol.frames import (
     Spans,
 )
 from axon.worker.faults import FaultArms
+from axon.worker.prctl import die_with_parent, set_process_name
 
 if TYPE_CHECKING:
     from axon.observability.tracing import WorkerTracing
@@ -62,6 +62,8 @@ __all__ = [
     "EXIT_STARTUP_FAILED",
     "WorkerSettings",
     "main",
+    "serve_process",
+    "warm_up",
 ]
 
 EXIT_STARTUP_FAILED = 3
@@ -87,14 +89,27 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL us if the orchestrator dies (even when our loop is blocked)."""
-    if not sys.platform.startswith("linux"):
-        return
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+def warm_up() -> None:
+    """Exercise a run's encoding and decoding once, with no agent and no event loop: what a
+    zygote does before it forks workers (:mod:`axon.worker.zygote`), so the state these build
+    on first use is shared by every worker."""
+    from pydantic_ai import CancellationToken, ModelMessagesTypeAdapter
+    from pydantic_ai.messages import ModelRequest, ModelResponse, TextPart, UserPromptPart
+
+    from axon.protocol.codec import decode_payload, encode_frame
+
+    messages = [
+        ModelRequest(parts=[UserPromptPart("warm up")]),
+        ModelResponse(parts=[TextPart("warm up")]),
+    ]
+    encoded = ModelMessagesTypeAdapter.dump_json(messages)
+    ModelMessagesTypeAdapter.validate_json(encoded)
+    to_jsonable_python({"output": "warm up", "usage": [1, 2]})
+    CancellationToken()
+    run = Run(id=1, prompt="warm up", history=encoded, conversation_id="c", timeout=1.0)
+    decode_payload(encode_frame(run)[4:])
+    result = Result(id=1, output="warm up", messages=encoded, run_id="r", usage={})
+    decode_payload(encode_frame(result)[4:])
 
 
 def load_agent(settings: WorkerSettings) -> tuple[Any, Any, Any]:
@@ -378,22 +393,28 @@ async def _main_async(socket_path: str, settings: WorkerSettings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m axon.worker SOCKET SETTINGS_JSON``."""
+    """Entry point of ``python -m axon.worker SOCKET SETTINGS_JSON`` (a cold start)."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
         _log("usage: python -m axon.worker SOCKET SETTINGS_JSON")
         return 2
-    _die_with_parent()
-    settings = msgspec.json.decode(args[1], type=WorkerSettings)
+    die_with_parent()
+    serve_process(args[0], msgspec.json.decode(args[1], type=WorkerSettings))
+
+
+def serve_process(socket_path: str, settings: WorkerSettings) -> NoReturn:
+    """Be this worker until it is done, then exit the process: the life of a worker process
+    after it started, cold (:func:`main`) or forked by a zygote (:mod:`axon.worker.zygote`)."""
+    set_process_name(f"axon-w:{settings.agent_id}")
     # The orchestrator stops us with a shutdown frame; SIGINT from a terminal's Ctrl-C must not
     # kill workers before the orchestrator has drained them.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         import uvloop
     except ImportError:
-        code = asyncio.run(_main_async(args[0], settings))
+        code = asyncio.run(_main_async(socket_path, settings))
     else:
-        code = uvloop.run(_main_async(args[0], settings))
+        code = uvloop.run(_main_async(socket_path, settings))
     # Everything the orchestrator needs was sent; skip the interpreter's slow teardown of a
     # large heap (it can take a second) so a stopped worker is gone at once.
     sys.stdout.flush()

@@ -57,6 +57,7 @@ from axon.protocol.frames import (
     SpanRecord,
     Spans,
 )
+from axon.worker.fork_server import ForkedProcess, ForkServer
 from axon.worker.host import WorkerSettings
 from axon.worker.links import WorkerLink, WorkerLinks
 
@@ -154,10 +155,12 @@ class WorkerProcess:
         on_load: Callable[[], None] = lambda: None,
         events: EventBus | None = None,
         links: WorkerLinks | None = None,
+        fork_server: ForkServer | None = None,
     ) -> None:
         self.spec = spec
         self._events = events or EventBus()
         self._links = links
+        self._fork_server = fork_server
         self._on_load = on_load  # a run started: load went up, no capacity was freed
         self.index = index
         self.generation = generation
@@ -168,7 +171,9 @@ class WorkerProcess:
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.startup_seconds: float | None = None
         self._channel: FrameChannel | None = None
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: asyncio.subprocess.Process | ForkedProcess | None = None
+        self.start: Literal["fork", "cold"] = "cold"
+        """How the process was started: forked from its agent's zygote, or a new interpreter."""
         self._runs: dict[int, RunCall] = {}
         self._run_ids = itertools.count(1)
         self._ping_seq = itertools.count(1)
@@ -290,6 +295,10 @@ class WorkerProcess:
                 "requested" if self._stop_requested else "spawn_failed",
             )
         self.pid = self._proc.pid
+        if self._stop_requested:
+            # stop() came while the process was being spawned (a fork can wait for its
+            # zygote): it found no process to stop, so this one must not serve.
+            self.kill("stopped while it was starting")
         try:
             return await self._supervise(server, connected, started)
         except asyncio.CancelledError:
@@ -306,8 +315,10 @@ class WorkerProcess:
                 task.cancel()
             if link is not None:
                 await link.aclose()
+            if isinstance(self._proc, ForkedProcess) and self._fork_server is not None:
+                self._fork_server.forget(self._proc)
 
-    async def _spawn(self, connect_to: Path) -> asyncio.subprocess.Process:
+    async def _spawn(self, connect_to: Path) -> asyncio.subprocess.Process | ForkedProcess:
         settings = WorkerSettings(
             agent_id=self.spec.id,
             agent=self.spec.agent,
@@ -315,6 +326,13 @@ class WorkerProcess:
             deps=self.spec.deps,
             max_concurrency=self.spec.max_concurrency,
         )
+        if self._fork_server is not None:
+            forked = await self._fork_server.fork_worker(
+                self.spec, msgspec.json.encode(settings), connect_to
+            )
+            if forked is not None:
+                self.start = "fork"
+                return forked
         env = {**os.environ, **self.spec.env, "PYTHONUNBUFFERED": "1"}
         return await asyncio.create_subprocess_exec(
             sys.executable,
@@ -377,6 +395,8 @@ class WorkerProcess:
 
     def _finish(self, returncode: int | None) -> ExitInfo:
         self._gone.set()
+        if returncode is None and self._kill_reason is None and self.start == "fork":
+            self._kill_reason = "exit status unknown: its zygote died before it could report it"
         code = returncode if returncode is not None and returncode >= 0 else None
         sig = -returncode if returncode is not None and returncode < 0 else None
         was_ready = (
@@ -507,6 +527,7 @@ class WorkerProcess:
                     worker=self.index,
                     pid=self.pid,
                     startup_s=round(self.startup_seconds, 4),
+                    start=self.start,
                 )
                 self._spawn_task(self._heartbeat())
                 self._on_capacity()

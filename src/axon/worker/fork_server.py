@@ -1,0 +1,570 @@
+"""The orchestrator's side of the zygotes (:mod:`axon.worker.zygote`): start and supervise them,
+and ask them for workers.
+
+One :class:`ForkServer` per runtime. It starts the root zygote cold in the background when the
+runtime starts, restarts it (with a backoff) if it dies, and forks one agent zygote per agent
+from it on that agent's first worker. :meth:`ForkServer.fork_worker` returns a
+:class:`ForkedProcess`, or None when no zygote can fork one now (the root is down or refused,
+the agent's modules start threads or fail to import, a fork failed): the caller then starts the
+worker cold, as before. So the fork server only ever makes a start faster; it never decides
+whether a worker can start.
+
+A forked worker is a grandchild of the orchestrator, not a child: its death is seen on a pidfd
+(readable the instant it exits), its exit status comes from the zygote that reaps it, and its
+stdout and stderr are pipes the orchestrator creates and hands over with the fork request.
+
+Cancellation contract: :meth:`ForkServer.fork_worker` may be cancelled; a worker forked for a
+request that was cancelled is killed. :meth:`ForkServer.close` kills every zygote (never the
+workers: their supervisors stop them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+
+from axon.config import AgentSpec
+from axon.observability.events import EventBus
+from axon.protocol.zygote import (
+    MAX_MESSAGE,
+    Exited,
+    Forked,
+    ForkFailed,
+    ForkWorker,
+    ForkZygote,
+    Message,
+    Started,
+    decode,
+    encode,
+)
+
+__all__ = ["FORK_SUPPORTED", "ForkServer", "ForkedProcess"]
+
+FORK_SUPPORTED = sys.platform.startswith("linux") and hasattr(os, "pidfd_open")
+"""Whether this platform can run the fork server (Linux: ``fork``, pidfds, ``prctl``)."""
+
+ROOT_STARTUP_TIMEOUT = 30.0
+"""Seconds the root zygote gets to import pydantic-ai and say it is ready."""
+AGENT_ZYGOTE_TIMEOUT = 30.0
+"""Seconds an agent zygote gets to import its agent's modules."""
+_STATUS_WAIT = 1.0
+"""After a forked worker died, how long to wait for its zygote to report the exit status."""
+_BACKOFF_INITIAL = 0.5
+_BACKOFF_MAX = 30.0
+_UNCLAIMED_EXITS = 1024
+
+
+class ForkedProcess:
+    """A worker forked by a zygote, with what :class:`~axon.worker.process.WorkerProcess`
+    uses of a process: ``pid``, ``stdout``, ``stderr``, ``wait()`` and ``returncode``."""
+
+    def __init__(
+        self,
+        pid: int,
+        stdout: asyncio.StreamReader,
+        stderr: asyncio.StreamReader,
+        transports: list[asyncio.BaseTransport],
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        self.pid = pid
+        self.stdout = stdout
+        self.stderr = stderr
+        self.returncode: int | None = None
+        """Once ``wait()`` returned: as ``asyncio`` reports it (negative: a signal), or None
+        if the exit status was lost (its zygote died before it could report it)."""
+        self._transports = transports
+        self._status: asyncio.Future[int] = loop.create_future()
+        self._dead = asyncio.Event()
+        self._pidfd: int | None = None
+        try:
+            self._pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            self._dead.set()  # already gone (and reaped): its zygote reports the status
+        else:
+            loop.add_reader(self._pidfd, self._on_dead)
+
+    def exited(self, code: int) -> None:
+        """Its zygote reaped it: the exit status."""
+        if not self._status.done():
+            self._status.set_result(code)
+
+    def _on_dead(self) -> None:
+        self._close_pidfd()
+        self._dead.set()
+
+    def _close_pidfd(self) -> None:
+        if self._pidfd is not None:
+            asyncio.get_running_loop().remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+
+    async def wait(self) -> int | None:
+        """Until the process is gone; its exit code (see :attr:`returncode`)."""
+        await self._dead.wait()
+        if not self._status.done():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_STATUS_WAIT):
+                    await asyncio.shield(self._status)
+        if self._status.done():
+            self.returncode = self._status.result()
+        return self.returncode
+
+    def close(self) -> None:
+        """Release the pidfd and the output pipes (once the worker's life is over)."""
+        self._close_pidfd()
+        for transport in self._transports:
+            transport.close()
+
+
+class _Channel:
+    """A zygote's control channel: requests are answered in order; exits come at any time."""
+
+    def __init__(self, sock: socket.socket, on_exit: Callable[[int, int], None]) -> None:
+        sock.setblocking(False)
+        self._sock = sock
+        self._on_exit = on_exit
+        loop = asyncio.get_running_loop()
+        self._started: asyncio.Future[Started | None] = loop.create_future()
+        self._pending: collections.deque[asyncio.Future[Forked | ForkFailed]] = collections.deque()
+        self.closed = asyncio.Event()
+        self._reader = loop.create_task(self._read())
+
+    async def _read(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while data := await loop.sock_recv(self._sock, MAX_MESSAGE):
+                self._dispatch(decode(data))
+        except (OSError, msgspec.DecodeError):
+            pass  # a broken channel is a dead zygote: handled below
+        finally:
+            self.closed.set()
+            gone = ForkFailed("the zygote is gone")
+            while self._pending:
+                future = self._pending.popleft()
+                if not future.done():
+                    future.set_result(gone)
+            if not self._started.done():
+                self._started.set_result(None)
+
+    def _dispatch(self, message: Message) -> None:
+        match message:
+            case Started():
+                if not self._started.done():
+                    self._started.set_result(message)
+            case Forked() | ForkFailed():
+                future = self._pending.popleft() if self._pending else None
+                if future is not None and not future.done():
+                    future.set_result(message)
+                elif isinstance(message, Forked):
+                    _kill_group(message.pid)  # forked for a request that was cancelled
+            case Exited(pid=pid, code=code):
+                self._on_exit(pid, code)
+            case _:
+                pass  # requests travel the other way
+
+    async def wait_started(self, timeout: float) -> Started | str:
+        """The zygote's :class:`Started` (its ``error`` says why it cannot fork, if it cannot),
+        or why it never said it: it died, or took longer than ``timeout`` seconds."""
+        try:
+            async with asyncio.timeout(timeout):
+                started = await asyncio.shield(self._started)
+        except TimeoutError:
+            return f"not ready within {timeout:g}s"
+        return "it exited before it was ready" if started is None else started
+
+    async def request(self, message: Message, fds: list[int]) -> Forked | ForkFailed:
+        if self.closed.is_set():
+            return ForkFailed("the zygote is gone")
+        future: asyncio.Future[Forked | ForkFailed] = asyncio.get_running_loop().create_future()
+        try:
+            # One small packet: a SOCK_SEQPACKET send of it does not block in practice.
+            socket.send_fds(self._sock, [encode(message)], fds)
+        except OSError as exc:
+            return ForkFailed(f"cannot reach the zygote: {exc}")
+        self._pending.append(future)
+        return await future
+
+    async def aclose(self) -> None:
+        self._sock.close()
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+
+
+class _AgentZygote:
+    def __init__(
+        self,
+        pid: int,
+        channel: _Channel,
+        transports: list[asyncio.BaseTransport],
+        pumps: list[asyncio.Task[None]],
+    ) -> None:
+        self.pid = pid
+        self.channel = channel
+        self.transports = transports
+        self.pumps = pumps
+
+
+class ForkServer:
+    """The zygotes of one runtime (see the module docstring)."""
+
+    def __init__(self, events: EventBus | None = None) -> None:
+        self._events = events or EventBus()
+        self._root: _Channel | None = None
+        """The root zygote's channel while it is up (ready to fork agent zygotes)."""
+        self._first_start = asyncio.Event()
+        """Set once the first attempt to start the root is over: it is ready, or it failed."""
+        self._closing = False
+        self._disabled: str | None = None
+        self._agents: dict[str, _AgentZygote] = {}
+        self._refused: dict[str, str] = {}
+        self._creating: dict[str, asyncio.Future[_AgentZygote | None]] = {}
+        self._processes: dict[int, ForkedProcess] = {}
+        self._unclaimed: collections.OrderedDict[int, int] = collections.OrderedDict()
+        self._task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the root zygote in the background (and keep it running)."""
+        if self._task is None:
+            self._closing = False
+            self._first_start.clear()
+            self._task = asyncio.get_running_loop().create_task(self._supervise_root())
+
+    async def close(self) -> None:
+        """Kill every zygote; idempotent."""
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for agent in list(self._agents):
+            await self._drop_agent(agent)
+
+    async def _supervise_root(self) -> None:
+        failures = 0
+        try:
+            while True:
+                started = await self._run_root()
+                self._first_start.set()
+                if self._disabled is not None:
+                    return
+                failures = 0 if started else failures + 1
+                delay = min(_BACKOFF_MAX, _BACKOFF_INITIAL * 2**failures)
+                await asyncio.sleep(delay)
+        finally:
+            self._first_start.set()
+
+    async def _run_root(self) -> bool:
+        """One life of the root zygote; whether it got as far as ready."""
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        began = time.perf_counter()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "axon.worker.zygote",
+                str(child.fileno()),
+                pass_fds=(child.fileno(),),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        except OSError as exc:
+            parent.close()
+            self._disabled = f"cannot start the root zygote: {exc}"
+            self._emit_refused(None, self._disabled)
+            return False
+        finally:
+            child.close()
+        channel = _Channel(parent, self._exited)
+        pumps = [
+            self._spawn(self._pump(None, proc.pid, stream, name))
+            for stream, name in ((proc.stdout, "stdout"), (proc.stderr, "stderr"))
+            if stream is not None
+        ]
+        ready = False
+        try:
+            hello = await channel.wait_started(ROOT_STARTUP_TIMEOUT)
+            if isinstance(hello, str):  # it may start next time: it is tried again
+                self._emit_refused(None, f"the root zygote did not start: {hello}")
+                return False
+            if hello.error is not None:
+                self._emit_refused(None, hello.error)
+                self._disabled = hello.error  # it cannot import pydantic-ai: it never will
+                return False
+            ready = True
+            self._root = channel
+            self._first_start.set()
+            self._emit_ready(None, proc.pid, time.perf_counter() - began)
+            waiting = asyncio.ensure_future(proc.wait())
+            closed = asyncio.ensure_future(channel.closed.wait())
+            try:
+                await asyncio.wait({waiting, closed}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiting.cancel()
+                closed.cancel()
+            return True
+        finally:
+            self._root = None
+            _kill_group(proc.pid)
+            with contextlib.suppress(ProcessLookupError):
+                await asyncio.shield(proc.wait())
+            await channel.aclose()
+            await asyncio.wait(pumps, timeout=1.0)
+            # Its agent zygotes die with it (killed with its process group, or by their
+            # parent-death signal): wait until they are gone.
+            zygotes = [z.pid for z in self._agents.values()]
+            for agent in list(self._agents):
+                await self._drop_agent(agent)
+            await _gone(zygotes)
+            self._emit_exit(None, proc.pid, proc.returncode)
+            if not ready:
+                self._first_start.set()
+
+    # -- forking ----------------------------------------------------------------------------
+
+    async def fork_worker(
+        self, spec: AgentSpec, settings: bytes, connect_to: Path
+    ) -> ForkedProcess | None:
+        """A worker of ``spec`` forked from its agent zygote, or None (start it cold)."""
+        zygote = await self._agent_zygote(spec)
+        if zygote is None:
+            return None
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        try:
+            answer = await zygote.channel.request(
+                ForkWorker(str(connect_to), settings, os.getpid()), [out_w, err_w]
+            )
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+        if isinstance(answer, ForkFailed):
+            os.close(out_r)
+            os.close(err_r)
+            return None
+        try:
+            stdout, out_t = await _pipe_reader(out_r)
+            stderr, err_t = await _pipe_reader(err_r)
+        except BaseException:
+            _kill_group(answer.pid)
+            raise
+        process = ForkedProcess(answer.pid, stdout, stderr, [out_t, err_t])
+        self._processes[answer.pid] = process
+        unclaimed = self._unclaimed.pop(answer.pid, None)
+        if unclaimed is not None:
+            process.exited(unclaimed)
+        return process
+
+    def forget(self, process: ForkedProcess) -> None:
+        """The worker's life is over: stop tracking it and release its resources."""
+        self._processes.pop(process.pid, None)
+        process.close()
+
+    async def reset(self, agent_id: str) -> None:
+        """Drop the agent's zygote: its next worker is forked from a new one, which imports
+        the agent's modules afresh (``restart_agent`` picks up changed code)."""
+        self._refused.pop(agent_id, None)
+        creating = self._creating.get(agent_id)
+        if creating is not None:  # made from the old code: let it finish, then drop it too
+            await asyncio.wait([creating])
+        await self._drop_agent(agent_id)
+
+    async def _agent_zygote(self, spec: AgentSpec) -> _AgentZygote | None:
+        if self._disabled is not None or spec.id in self._refused:
+            return None
+        zygote = self._agents.get(spec.id)
+        if zygote is not None and not zygote.channel.closed.is_set():
+            return zygote
+        if self._root is None:
+            if self._first_start.is_set() or self._task is None:
+                return None  # the root is down: start cold rather than wait for it
+            await self._first_start.wait()  # the runtime is starting: the root is coming
+            if self._root is None:
+                return None
+        creating = self._creating.get(spec.id)
+        if creating is None:
+            creating = asyncio.ensure_future(self._create_agent_zygote(spec))
+            self._creating[spec.id] = creating
+            creating.add_done_callback(lambda _: self._creating.pop(spec.id, None))
+        return await asyncio.shield(creating)
+
+    async def _create_agent_zygote(self, spec: AgentSpec) -> _AgentZygote | None:
+        root = self._root
+        if root is None:
+            return None
+        await self._drop_agent(spec.id)
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        began = time.perf_counter()
+        try:
+            answer = await root.request(
+                ForkZygote(spec.id, dict(spec.env), _modules_of(spec)),
+                [child.fileno(), out_w, err_w],
+            )
+        finally:
+            child.close()
+            os.close(out_w)
+            os.close(err_w)
+        if isinstance(answer, ForkFailed):
+            parent.close()
+            os.close(out_r)
+            os.close(err_r)
+            return None
+        transports: list[asyncio.BaseTransport] = []
+        pumps: list[asyncio.Task[None]] = []
+        for fd, name in ((out_r, "stdout"), (err_r, "stderr")):
+            reader, transport = await _pipe_reader(fd)
+            transports.append(transport)
+            pumps.append(self._spawn(self._pump(spec.id, answer.pid, reader, name)))
+        channel = _Channel(parent, self._exited)
+        hello = await channel.wait_started(AGENT_ZYGOTE_TIMEOUT)
+        reason = hello if isinstance(hello, str) else hello.error
+        if reason is not None:
+            self._refused[spec.id] = reason
+            self._emit_refused(spec.id, reason)
+            _kill_group(answer.pid, group=False)
+            await channel.aclose()
+            await _gone([answer.pid])
+            await _finish_output(pumps, transports)
+            return None
+        zygote = _AgentZygote(answer.pid, channel, transports, pumps)
+        self._agents[spec.id] = zygote
+        self._emit_ready(spec.id, answer.pid, time.perf_counter() - began)
+        return zygote
+
+    async def _drop_agent(self, agent_id: str) -> None:
+        zygote = self._agents.pop(agent_id, None)
+        if zygote is not None:
+            # Closing its channel ends it (its workers live on, re-parented to the root); its
+            # output pipes close when it is gone.
+            await zygote.channel.aclose()
+            await _gone([zygote.pid])
+            await _finish_output(zygote.pumps, zygote.transports)
+
+    def _exited(self, pid: int, code: int) -> None:
+        process = self._processes.get(pid)
+        if process is not None:
+            process.exited(code)
+            return
+        agent = next((a for a, z in self._agents.items() if z.pid == pid), None)
+        if agent is not None:
+            self._emit_exit(agent, pid, code)
+            return
+        self._unclaimed[pid] = code  # a fork whose answer is still on its way, or a stray
+        while len(self._unclaimed) > _UNCLAIMED_EXITS:
+            self._unclaimed.popitem(last=False)
+
+    # -- events -----------------------------------------------------------------------------
+
+    def _emit_ready(self, agent: str | None, pid: int, seconds: float) -> None:
+        self._events.emit(
+            "zygote.ready", logging.INFO, agent=agent, pid=pid, startup_s=round(seconds, 4)
+        )
+
+    def _emit_refused(self, agent: str | None, reason: str) -> None:
+        self._events.emit("zygote.refused", logging.WARNING, agent=agent, reason=reason)
+
+    def _emit_exit(self, agent: str | None, pid: int, code: int | None) -> None:
+        self._events.emit(
+            "zygote.exit",
+            logging.INFO if self._closing or code == 0 else logging.WARNING,
+            agent=agent,
+            pid=pid,
+            exit_code=code if code is not None and code >= 0 else None,
+            signal=-code if code is not None and code < 0 else None,
+        )
+
+    async def _pump(
+        self, agent: str | None, pid: int, stream: asyncio.StreamReader, name: str
+    ) -> None:
+        level = logging.WARNING if name == "stderr" else logging.INFO
+        while line := await stream.readline():
+            self._events.emit(
+                "zygote.output",
+                level,
+                agent=agent,
+                pid=pid,
+                stream=name,
+                line=line.decode(errors="replace").rstrip(),
+            )
+
+    def _spawn(self, coro: object) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+
+def _modules_of(spec: AgentSpec) -> list[str]:
+    """The modules an agent zygote imports: the agent's, and its deps factory's."""
+    paths = [spec.agent] if spec.deps is None else [spec.agent, spec.deps]
+    return list(dict.fromkeys(path.partition(":")[0] for path in paths))
+
+
+async def _pipe_reader(fd: int) -> tuple[asyncio.StreamReader, asyncio.BaseTransport]:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0)
+    )
+    return reader, transport
+
+
+async def _finish_output(
+    pumps: list[asyncio.Task[None]], transports: list[asyncio.BaseTransport]
+) -> None:
+    """Let a dead zygote's output pumps read to the end (briefly), then close the pipes."""
+    await asyncio.wait(pumps, timeout=1.0)
+    for transport in transports:
+        transport.close()
+
+
+async def _gone(pids: list[int], timeout: float = 2.0) -> None:
+    """Until every process of ``pids`` has exited (at most ``timeout`` seconds)."""
+    loop = asyncio.get_running_loop()
+    waits: list[tuple[int, asyncio.Future[None]]] = []
+    for pid in pids:
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue
+        done: asyncio.Future[None] = loop.create_future()
+        loop.add_reader(fd, lambda f=done: f.done() or f.set_result(None))
+        waits.append((fd, done))
+    try:
+        if waits:
+            await asyncio.wait([f for _, f in waits], timeout=timeout)
+    finally:
+        for fd, _ in waits:
+            loop.remove_reader(fd)
+            os.close(fd)
+
+
+def _kill_group(pid: int, *, group: bool = True) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if group:
+            os.killpg(pid, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGKILL)
