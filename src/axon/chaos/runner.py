@@ -407,7 +407,8 @@ class _Injector:
         elif kind == "slow":
             relay = self._links.relay(agent, index)
             relay.delay(SLOW_DELAY)
-            asyncio.get_running_loop().call_later(SLOW_FOR, relay.restore)
+            # Undo only the delay: restore() would also disarm a truncate struck meanwhile.
+            asyncio.get_running_loop().call_later(SLOW_FOR, relay.delay, 0.0)
             self._struck.discard(pid)
         elif kind == "raise":
             _signal(pid, signal.SIGUSR1)
