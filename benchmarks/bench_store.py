@@ -3,7 +3,8 @@
     python benchmarks/bench_store.py [--postgres URL] [--commits N] [--json FILE]
 
 1. Commit latency p50/p99 and commits/s for each backend with 1, 16 and 256 conversations
-   committing concurrently (the in-memory store is the baseline measured in the same run).
+   committing concurrently, grouped (the stores' ``commit``) and each run alone in its own
+   transaction (the baseline for group commit; the in-memory store is another baseline).
 2. History load time of a conversation of 10, 1,000 and 10,000 messages.
 3. The share of a whole run's time spent in the store, at 64 concurrent requests through the
    runtime (a timing wrapper around the store measures load + commit inside each request).
@@ -22,6 +23,7 @@ import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ from rich.table import Table
 
 from axon import AgentSpec, Axon, SupervisorSpec
 from axon.store.base import ConversationInfo, ConversationStore, History, open_store
+from axon.store.group_commit import PendingCommit
 
 CONCURRENCY_LEVELS = (1, 16, 256)
 HISTORY_SIZES = (10, 1_000, 10_000)
@@ -54,9 +57,30 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def bench_commits(
-    store: ConversationStore, conversations: int, total: int
-) -> dict[str, float]:
+Commit = Callable[[str, int, bytes], Awaitable[int]]
+
+
+def committer(store: ConversationStore, *, grouped: bool) -> Commit:
+    """``store.commit``; or, with ``grouped=False``, each run in its own transaction,
+    concurrently (how the stores committed before group commit: the baseline)."""
+
+    async def grouped_commit(cid: str, revision: int, payload: bytes) -> int:
+        return await store.commit(
+            cid, agent_id="bench", expected_revision=revision, messages=payload
+        )
+
+    async def alone(cid: str, revision: int, payload: bytes) -> int:
+        # The batch function the store's GroupCommit calls, given one run at a time.
+        commit_batch = store.group_commit._commit_batch  # type: ignore[attr-defined]
+        [outcome] = await commit_batch([PendingCommit(cid, "bench", revision, payload)])
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    return grouped_commit if grouped else alone
+
+
+async def bench_commits(commit: Commit, conversations: int, total: int) -> dict[str, float]:
     payload = run_json(0)
     per_conversation = max(total // conversations, 1)
     latencies: list[float] = []
@@ -64,7 +88,7 @@ async def bench_commits(
     async def writer(cid: str) -> None:
         for revision in range(per_conversation):
             t0 = time.perf_counter()
-            await store.commit(cid, agent_id="bench", expected_revision=revision, messages=payload)
+            await commit(cid, revision, payload)
             latencies.append(time.perf_counter() - t0)
 
     prefix = uuid.uuid4().hex[:8]
@@ -166,9 +190,19 @@ async def backend_figures(name: str, url: str, commits: int, progress: Progress)
     store = open_store(url)
     await store.open()
     figures: dict[str, Any] = {"commits": {}, "load_ms": {}}
+    grouping = hasattr(store, "group_commit")
+    if grouping:
+        figures["commits_ungrouped"] = {}
     try:
         for level in CONCURRENCY_LEVELS:
-            figures["commits"][level] = await bench_commits(store, level, max(commits, level))
+            total = max(commits, level)
+            figures["commits"][level] = await bench_commits(
+                committer(store, grouped=True), level, total
+            )
+            if grouping:
+                figures["commits_ungrouped"][level] = await bench_commits(
+                    committer(store, grouped=False), level, total
+                )
             progress.advance(task)
         for size in HISTORY_SIZES:
             figures["load_ms"][size] = await bench_loads(store, size)
@@ -225,17 +259,32 @@ def main() -> None:
     console = Console()
     results = asyncio.run(main_async(args, console))
 
-    table = Table(title="Store figures (same run, same machine; memory is the baseline)")
-    for column in ("backend", "concurrent convs", "commit p50", "commit p99", "commits/s"):
+    table = Table(
+        title="Commits (same run, same machine; baselines: memory, and each run committed alone)"
+    )
+    for column in (
+        "backend",
+        "concurrent convs",
+        "commit p50",
+        "commit p99",
+        "commits/s",
+        "alone: p50",
+        "alone: commits/s",
+        "grouped / alone",
+    ):
         table.add_column(column)
     for name, figures in results.items():
         for level, c in figures["commits"].items():
+            alone = figures.get("commits_ungrouped", {}).get(level)
             table.add_row(
                 name,
                 str(level),
                 f"{c['p50_ms']:.2f} ms",
                 f"{c['p99_ms']:.2f} ms",
-                f"{c['commits_per_s']:.0f}",
+                f"{c['commits_per_s']:,.0f}",
+                f"{alone['p50_ms']:.2f} ms" if alone else "-",
+                f"{alone['commits_per_s']:,.0f}" if alone else "-",
+                f"{c['commits_per_s'] / alone['commits_per_s']:.1f}x" if alone else "-",
             )
     console.print(table)
     loads = Table(title="History load time (median of 5)")

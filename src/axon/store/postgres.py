@@ -27,21 +27,27 @@ sides, for queries into messages that Axon never makes; ``bytea`` keeps the byte
 load is a plain concatenation (:func:`~axon.store.base.join_json_arrays`). Ids use the ``"C"``
 collation so paging order is code-point order, as in every other store.
 
-Commit. One transaction on one connection (READ COMMITTED):
+Commit. Commits are grouped (:mod:`axon.store.group_commit`): the runs that arrive while a
+commit is in flight are committed together by the next one, in one transaction (READ COMMITTED)
+of one statement, ``_COMMIT_BATCH``, whose input is the batch as arrays (``unnest``), sorted by
+conversation id so that batches lock rows in one order. For each run of the batch:
 
 * revision 0 (a new conversation): ``INSERT INTO axon_conversations ... ON CONFLICT (id) DO
-  NOTHING RETURNING revision``. Of two concurrent inserts of one id, the second waits for the
-  first to finish and then inserts nothing: it gets no row.
-* revision r > 0: ``UPDATE axon_conversations SET revision = revision + 1 ... WHERE id = $1 AND
-  revision = r RETURNING revision``. The UPDATE takes the row's lock; a concurrent commit of
-  the same conversation waits for it, then re-checks ``revision = r`` against the committed
-  row and matches nothing.
-* then ``INSERT INTO axon_runs`` with ``seq = r + 1``; its primary key ``(conversation_id,
-  seq)`` is a second guard (a duplicate is also a conflict).
+  NOTHING RETURNING``. Of two concurrent inserts of one id, the second waits for the first to
+  finish and then inserts nothing: it gets no row.
+* revision r > 0: ``UPDATE axon_conversations SET revision = revision + 1 ... WHERE id = ...
+  AND revision = r RETURNING``. The UPDATE takes the row's lock; a concurrent commit of the
+  same conversation waits for it, then re-checks ``revision = r`` against the committed row
+  and matches nothing.
+* then ``INSERT INTO axon_runs`` with ``seq = r + 1`` for each run that got a row; its primary
+  key ``(conversation_id, seq)`` is a second guard (a duplicate fails the statement, and each
+  run is then committed alone, where the duplicate is a conflict).
 
-No row back means another writer got there first: ``StoreConflict`` with nothing written. So
-of any number of writers (tasks, pools, orchestrator processes) that loaded revision r, exactly
-one commits revision r + 1: runs are never interleaved, lost or duplicated.
+A run that got no row back lost to another writer: ``StoreConflict`` with nothing of it
+written, while the rest of its batch commits. So of any number of writers (tasks, pools,
+orchestrator processes) that loaded revision r, exactly one commits revision r + 1: runs are
+never interleaved, lost or duplicated. A batch is three round trips (``BEGIN``, the statement,
+``COMMIT``) and one WAL flush, whatever its size.
 
 Load. One statement, so one snapshot: the conversation's revision and ``ARRAY(SELECT messages
 ... ORDER BY seq)``; revision and runs always agree.
@@ -71,7 +77,7 @@ import contextlib
 import hashlib
 import math
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -80,6 +86,7 @@ import asyncpg.exceptions  # pyright: ignore[reportMissingTypeStubs]
 
 from axon.errors import ConfigError, StoreUnavailable
 from axon.store.base import ConversationInfo, History, StoreConflict, join_json_arrays
+from axon.store.group_commit import GroupCommit, PendingCommit
 from axon.store.migrations import Migration, migrate_async
 
 __all__ = ["MIGRATIONS", "PostgresStore"]
@@ -142,19 +149,29 @@ SELECT c.revision,
 FROM axon_conversations c
 WHERE c.id = $1"""
 
-_CREATE = """
-INSERT INTO axon_conversations (id, agent_id, revision, created_at, updated_at)
-VALUES ($1, $2, 1, $3, $3)
-ON CONFLICT (id) DO NOTHING
-RETURNING revision"""
+_COMMIT_BATCH = """
+WITH batch AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::integer[], $4::bytea[])
+        AS b (id, agent_id, expected, messages)
+), created AS (
+    INSERT INTO axon_conversations (id, agent_id, revision, created_at, updated_at)
+    SELECT id, agent_id, 1, $5, $5 FROM batch WHERE expected = 0
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id, revision
+), advanced AS (
+    UPDATE axon_conversations c SET revision = c.revision + 1, updated_at = $5
+    FROM batch b
+    WHERE c.id = b.id AND b.expected > 0 AND c.revision = b.expected
+    RETURNING c.id, c.revision
+), added AS (
+    INSERT INTO axon_runs (conversation_id, seq, messages, committed_at)
+    SELECT w.id, w.revision, b.messages, $5
+    FROM (SELECT * FROM created UNION ALL SELECT * FROM advanced) w JOIN batch b USING (id)
+    RETURNING conversation_id, seq
+)
+SELECT conversation_id, seq FROM added"""
 
-_ADVANCE = """
-UPDATE axon_conversations SET revision = revision + 1, updated_at = $3
-WHERE id = $1 AND revision = $2
-RETURNING revision"""
-
-_ADD_RUN = """
-INSERT INTO axon_runs (conversation_id, seq, messages, committed_at) VALUES ($1, $2, $3, $4)"""
+_REVISIONS = "SELECT id, revision FROM axon_conversations WHERE id = ANY($1::text[])"
 
 _LIST_COLUMNS = "SELECT id, agent_id, revision, created_at, updated_at FROM axon_conversations"
 
@@ -199,6 +216,8 @@ class PostgresStore:
         self.command_timeout = command_timeout
         self._pool: asyncpg.Pool | None = None
         self._lifecycle = asyncio.Lock()
+        self.group_commit = GroupCommit(self._commit_batch)
+        """How commits are grouped into transactions (its ``batches`` and ``runs`` count them)."""
 
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
@@ -302,6 +321,7 @@ class PostgresStore:
         """Close the pool (waiting at most ``command_timeout`` for connections in use, then
         terminating them); idempotent. ``open()`` may be called again afterwards."""
         async with self._lifecycle:
+            await self.group_commit.drain()
             pool, self._pool = self._pool, None
             if pool is not None:
                 await _close_pool(pool, self.command_timeout)
@@ -400,39 +420,56 @@ class PostgresStore:
     ) -> int:
         if expected_revision < 0:
             raise ValueError(f"expected_revision must be >= 0, not {expected_revision}")
+        if self._pool is None:
+            raise StoreUnavailable(STORE, "the store is not open")
+        pending = PendingCommit(conversation_id, agent_id, expected_revision, bytes(messages))
+        return await self.group_commit.commit(pending)
+
+    async def _commit_batch(self, batch: Sequence[PendingCommit]) -> list[int | Exception]:
+        """Every run of ``batch`` in one transaction of one statement (see the module docstring)."""
+        ordered = sorted(batch, key=lambda p: p.conversation_id)  # rows locked in one order
+        columns = (
+            [p.conversation_id for p in ordered],
+            [p.agent_id for p in ordered],
+            [p.expected_revision for p in ordered],
+            [p.messages for p in ordered],
+        )
+        committed: dict[str, int] | None = None
         sending_commit = False
         try:
             async with self._connection() as conn:
-                now = time.time()
-                revision: int | None
                 try:
                     async with conn.transaction():
-                        if expected_revision == 0:
-                            revision = await conn.fetchval(_CREATE, conversation_id, agent_id, now)
-                        else:
-                            revision = await conn.fetchval(
-                                _ADVANCE, conversation_id, expected_revision, now
-                            )
-                        if revision is not None:
-                            await conn.execute(_ADD_RUN, conversation_id, revision, messages, now)
+                        rows = await conn.fetch(_COMMIT_BATCH, *columns, time.time())
                         # Leaving the block sends COMMIT: from here until it is confirmed, a
                         # broken connection leaves the outcome unknown.
-                        sending_commit = revision is not None
+                        sending_commit = bool(rows)
                     sending_commit = False
                 except asyncpg.UniqueViolationError:
-                    revision = None  # rolled back: a run with this seq exists already
-                if revision is None:
-                    actual = await conn.fetchval(
-                        "SELECT revision FROM axon_conversations WHERE id = $1", conversation_id
-                    )
-                    raise StoreConflict(
-                        conversation_id, expected=expected_revision, actual=actual or 0
-                    )
+                    if len(batch) > 1:
+                        raise  # group commit retries each run alone
+                    rows = []  # rolled back: a run with this seq exists already
+                committed = {row[0]: row[1] for row in rows}
+                stale = [p.conversation_id for p in batch if p.conversation_id not in committed]
+                actual: dict[str, int] = {}
+                if stale:
+                    actual = dict(await conn.fetch(_REVISIONS, stale))
         except StoreUnavailable as exc:
-            if not sending_commit:
-                raise  # the server never got a COMMIT: it rolled the transaction back
-            raise StoreUnavailable(STORE, exc.reason, maybe_committed=True) from exc.__cause__
-        return revision
+            if committed is None:
+                if not sending_commit:
+                    raise  # the server never got a COMMIT: it rolled the transaction back
+                raise StoreUnavailable(STORE, exc.reason, maybe_committed=True) from exc.__cause__
+            # Committed; only reading the stale runs' revisions failed, and they wrote nothing.
+            return [committed.get(p.conversation_id, exc) for p in batch]
+        return [
+            committed.get(p.conversation_id)
+            or StoreConflict(
+                p.conversation_id,
+                expected=p.expected_revision,
+                actual=actual.get(p.conversation_id, 0),
+            )
+            for p in batch
+        ]
 
     async def delete(self, conversation_id: str) -> bool:
         async with self._connection() as conn:

@@ -16,9 +16,12 @@ before the next WAL checkpoint (the database stays consistent: it rolls back to 
 commit, never to a half-written one). Use ``synchronous=FULL`` semantics (a Postgres store) if
 acknowledged replies must survive power loss.
 
-Atomicity. ``commit`` is one ``BEGIN IMMEDIATE`` transaction: it takes the write lock, checks
-the revision, inserts the run's row and updates the conversation's row, and commits; on a
-revision mismatch or any error it rolls back, so nothing is ever half-written.
+Atomicity. Commits are grouped (:mod:`axon.store.group_commit`): the runs that arrive while
+the store's thread is busy are committed together, in one ``BEGIN IMMEDIATE`` transaction that
+takes the write lock, checks each run's revision (a stale run gets ``StoreConflict`` and writes
+nothing; the others go on), inserts each run's row and updates its conversation's row, and
+commits; on any error it rolls back, so nothing is ever half-written. An idle store commits a
+run alone, at once.
 
 Faults. A database that is locked by another process for longer than ``busy_timeout`` seconds,
 cannot be opened, or fails with an I/O error raises ``StoreUnavailable("sqlite", reason)``;
@@ -39,13 +42,14 @@ import math
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar, TypeVar
 from urllib.parse import parse_qsl
 
 from axon.errors import ConfigError, StoreUnavailable
 from axon.store.base import ConversationInfo, History, StoreConflict, join_json_arrays
+from axon.store.group_commit import GroupCommit, PendingCommit
 from axon.store.migrations import Migration, migrate
 
 __all__ = ["SqliteStore"]
@@ -109,6 +113,8 @@ class SqliteStore:
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None  # only ever touched on the executor thread
         self._lifecycle = asyncio.Lock()
+        self.group_commit = GroupCommit(self._commit_batch)
+        """How commits are grouped into transactions (its ``batches`` and ``runs`` count them)."""
 
     @classmethod
     def from_url(cls, url: str) -> SqliteStore:
@@ -169,6 +175,7 @@ class SqliteStore:
         """Close the connection (after every operation already submitted) and stop the
         store's thread; idempotent. ``open()`` may be called again afterwards."""
         async with self._lifecycle:
+            await self.group_commit.drain()
             executor, self._executor = self._executor, None
             if executor is not None:
                 await _finish(executor, self._close_sync)
@@ -184,9 +191,15 @@ class SqliteStore:
     async def commit(
         self, conversation_id: str, *, agent_id: str, expected_revision: int, messages: bytes
     ) -> int:
-        return await self._run(
-            self._commit_sync, conversation_id, agent_id, expected_revision, bytes(messages)
-        )
+        if expected_revision < 0:
+            raise ValueError(f"expected_revision must be >= 0, not {expected_revision}")
+        if self._executor is None:
+            raise StoreUnavailable("sqlite", f"the store for {self.path!r} is not open")
+        pending = PendingCommit(conversation_id, agent_id, expected_revision, bytes(messages))
+        return await self.group_commit.commit(pending)
+
+    async def _commit_batch(self, batch: Sequence[PendingCommit]) -> list[int | Exception]:
+        return await self._run(self._commit_batch_sync, batch)
 
     async def delete(self, conversation_id: str) -> bool:
         return await self._run(self._delete_sync, conversation_id)
@@ -269,36 +282,12 @@ class SqliteStore:
             ).fetchall()
         return History(join_json_arrays([bytes(r[0]) for r in runs]), int(row[0]))
 
-    def _commit_sync(
-        self, conversation_id: str, agent_id: str, expected_revision: int, messages: bytes
-    ) -> int:
+    def _commit_batch_sync(self, batch: Sequence[PendingCommit]) -> list[int | Exception]:
+        """Every run of ``batch`` in one transaction, each against its own revision."""
         conn = self._connection()
         now = time.time()
-        revision = expected_revision + 1
         with _transaction(conn, "BEGIN IMMEDIATE"):  # the write lock, before reading
-            row = conn.execute(
-                "SELECT revision FROM conversations WHERE id = ?", (conversation_id,)
-            ).fetchone()
-            actual = 0 if row is None else int(row[0])
-            if actual != expected_revision:
-                raise StoreConflict(conversation_id, expected=expected_revision, actual=actual)
-            if row is None:
-                conn.execute(
-                    "INSERT INTO conversations (id, agent_id, revision, created_at, updated_at)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (conversation_id, agent_id, revision, now, now),
-                )
-            else:
-                conn.execute(
-                    "UPDATE conversations SET revision = ?, updated_at = ? WHERE id = ?",
-                    (revision, now, conversation_id),
-                )
-            conn.execute(
-                "INSERT INTO runs (conversation_id, seq, messages, committed_at)"
-                " VALUES (?, ?, ?, ?)",
-                (conversation_id, revision, messages, now),
-            )
-        return revision
+            return [_commit_one(conn, pending, now) for pending in batch]
 
     def _delete_sync(self, conversation_id: str) -> bool:
         conn = self._connection()
@@ -326,6 +315,35 @@ class SqliteStore:
             ConversationInfo(str(cid), str(agent), int(rev), float(created), float(updated))
             for cid, agent, rev, created, updated in rows
         ]
+
+
+def _commit_one(conn: sqlite3.Connection, pending: PendingCommit, now: float) -> int | Exception:
+    """Add one run inside the caller's transaction: its new revision, or ``StoreConflict`` (and
+    nothing written) if its conversation is not at the revision it expects."""
+    conversation_id = pending.conversation_id
+    row = conn.execute(
+        "SELECT revision FROM conversations WHERE id = ?", (conversation_id,)
+    ).fetchone()
+    actual = 0 if row is None else int(row[0])
+    if actual != pending.expected_revision:
+        return StoreConflict(conversation_id, expected=pending.expected_revision, actual=actual)
+    revision = actual + 1
+    if row is None:
+        conn.execute(
+            "INSERT INTO conversations (id, agent_id, revision, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (conversation_id, pending.agent_id, revision, now, now),
+        )
+    else:
+        conn.execute(
+            "UPDATE conversations SET revision = ?, updated_at = ? WHERE id = ?",
+            (revision, now, conversation_id),
+        )
+    conn.execute(
+        "INSERT INTO runs (conversation_id, seq, messages, committed_at) VALUES (?, ?, ?, ?)",
+        (conversation_id, revision, pending.messages, now),
+    )
+    return revision
 
 
 @contextlib.contextmanager
