@@ -110,6 +110,33 @@ def warm_up() -> None:
     decode_payload(encode_frame(run)[4:])
     result = Result(id=1, output="warm up", messages=encoded, run_id="r", usage={})
     decode_payload(encode_frame(result)[4:])
+    asyncio.run(_warm_up_runs(messages))
+
+
+async def _warm_up_runs(history: list[Any]) -> None:
+    """A run and a streamed run of a private agent (``TestModel``, one async tool, no user
+    code): what pydantic-ai builds lazily on a first run is then built before the fork. The
+    loop is closed afterwards and no thread is left (the zygote checks)."""
+    from pydantic_ai import Agent, CancellationToken
+    from pydantic_ai.models.test import TestModel
+
+    agent = Agent(TestModel(), name="axon-warm-up")
+
+    @agent.tool_plain
+    async def echo(text: str) -> str:  # pyright: ignore[reportUnusedFunction]
+        return text
+
+    options: dict[str, Any] = {
+        "message_history": history,
+        "conversation_id": "warm-up",
+        "timeout": 10.0,
+    }
+    await agent.run("warm up", cancellation_token=CancellationToken(), **options)
+    async with agent.run_stream_events(
+        "warm up", cancellation_token=CancellationToken(), **options
+    ) as events:
+        async for _ in events:
+            pass
 
 
 def load_agent(settings: WorkerSettings) -> tuple[Any, Any, Any]:
