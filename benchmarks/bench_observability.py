@@ -2,9 +2,10 @@
 
     python benchmarks/bench_observability.py [--requests 500] [--rounds 10] [--json FILE]
 
-1. Throughput at 64 concurrent requests (Python API, in process, like ``bench_performance.py``) of the
-   misbehaving example's echo path on 2 workers, three ways, interleaved in alternating rounds
-   (the order rotates every round) and reported as medians with their ratio to (a):
+1. Throughput at 64 concurrent requests (Python API, in process, like
+   ``bench_performance.py``) of the misbehaving example's echo path on 2 workers, three ways,
+   interleaved in alternating rounds (the order rotates every round) and reported as medians
+   with their ratio to (a):
 
    a. metrics off (``runtime.metrics = false``), log level WARNING (nothing is written: an ok
       run's events are INFO and DEBUG);

@@ -305,6 +305,38 @@ async def many_slow_runs(count: int, seconds: float, plot_dir: Path | None) -> d
     }
 
 
+def _slow_runs_process(count: int, prompt: str, start_at: float) -> list[float]:
+    """One core's floor: ``count`` concurrent ``agent.run(prompt)`` started at once; latencies."""
+    from axon.examples.misbehaving import misbehaving_agent
+
+    async def runs() -> list[float]:
+        for _ in range(20):
+            await misbehaving_agent.run("warm up")
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        started = time.perf_counter()
+
+        async def one() -> float:
+            await misbehaving_agent.run(prompt)
+            return time.perf_counter() - started
+
+        return list(await asyncio.gather(*(one() for _ in range(count))))
+
+    return asyncio.run(runs())
+
+
+def slow_runs_floor(count: int, seconds: float) -> dict[str, float]:
+    """The same runs with no orchestration: two processes (one per core), ``count / 2`` each."""
+    from axon.loadtest import percentiles
+
+    ctx = multiprocessing.get_context("spawn")
+    start_at = time.time() + 3.0  # both processes imported and warm by then
+    half = count // 2
+    with ctx.Pool(2) as pool:
+        parts = pool.starmap(_slow_runs_process, [(half, f"sleep:{seconds:g}", start_at)] * 2)
+    spread = percentiles([v for part in parts for v in part])
+    return {"p50_s": spread.p50, "p99_s": spread.p99}
+
+
 # -- Ray ------------------------------------------------------------------------------------------
 
 
@@ -481,16 +513,19 @@ def run_suite(args: argparse.Namespace) -> list[Row]:
     step("1,000 concurrent 5 s runs")
     count = 200 if quick else 1000
     many = asyncio.run(many_slow_runs(count, 5.0, args.plot_dir))
+    floor = slow_runs_floor(count, 5.0)
     rows.append(
         Row(
             f"{count} concurrent runs of a 5 s agent",
             "all succeed; p99 <= 5.5 s",
-            "-",
+            f"in-process floor (2 processes x {count // 2}, no orchestration): "
+            f"p50 {floor['p50_s']:.3f} s, p99 {floor['p99_s']:.3f} s",
             f"{many['ok']}/{many['requests']} ok; "
             f"p50 {many['p50_s']:.3f} s, p99 {many['p99_s']:.3f} s",
+            f"p99 +{many['p99_s'] - floor['p99_s']:.2f} s over the floor; "
             f"orchestrator RSS {many['orchestrator_rss_mib']:.0f} MiB",
             many["ok"] == many["requests"] and many["p99_s"] <= 5.5,
-            many,
+            {**many, "floor": floor},
         )
     )
     return rows
