@@ -68,6 +68,7 @@ from axon.store.base import (
     StoreConflict,
     open_store,
 )
+from axon.store.group_commit import group_commit_of
 from axon.supervisor.states import AgentState
 from axon.supervisor.supervisor import AgentSupervisor
 from axon.validation import (
@@ -135,7 +136,13 @@ class Axon:
         self._tasks = TaskSet("axon", self.events)
         resources = WorkerResources()
         self.metrics: RuntimeMetrics | None = (
-            RuntimeMetrics(self.events, self.agents, [a.id for a in config.agents], resources)
+            RuntimeMetrics(
+                self.events,
+                self.agents,
+                [a.id for a in config.agents],
+                resources,
+                group_commit=group_commit_of(self._store),
+            )
             if config.runtime.metrics
             else None
         )

@@ -189,6 +189,9 @@ async def test_metrics_count_exactly_what_happened(serve_axon: ServeAxon) -> Non
     assert value(series, ttft, agent="misbehaving") == 1  # only the streamed run
     assert value(series, ttft, agent="steady") == 0
     assert value(series, "axon_store_commit_duration_seconds_count") == 7 + 4  # ok runs commit
+    # Sent one at a time, each commit found the store idle: a transaction of its own.
+    assert value(series, "axon_store_commit_batches_total") == 7 + 4
+    assert value(series, "axon_store_commit_batch_runs_total") == 7 + 4
 
     assert by_label(series, "axon_worker_exits_total", "misbehaving", "cause") == {
         "crashed": 3,  # two crashes and the SIGKILL

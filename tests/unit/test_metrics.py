@@ -6,8 +6,10 @@ read status snapshots (plain ``AgentStatus`` values) and real OS processes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +19,7 @@ from axon.observability.events import EventBus
 from axon.observability.metrics import RuntimeMetrics
 from axon.observability.resources import WorkerResources
 from axon.status import AgentStatus, WorkerStatus
+from axon.store.sqlite import SqliteStore
 
 Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -223,6 +226,36 @@ def test_gauges_are_read_at_scrape_time() -> None:
     assert value(series, "axon_workers", agent="a", state="running") == 2
     assert value(series, "axon_workers", agent="a", state="backoff") == 0
     assert value(series, "axon_workers", agent="b", state="stopped") == 1
+
+
+async def test_a_grouping_store_exports_its_batches_and_runs(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "axon.db")
+    await store.open()
+    try:
+        metrics = RuntimeMetrics(
+            EventBus(), list, ["a"], WorkerResources(), group_commit=store.group_commit
+        )
+        series = scrape(metrics)
+        assert value(series, "axon_store_commit_batches_total") == 0
+        assert value(series, "axon_store_commit_batch_runs_total") == 0
+
+        await asyncio.gather(  # queued together: one batch
+            *(
+                store.commit(f"c{i}", agent_id="a", expected_revision=0, messages=b"[]")
+                for i in range(5)
+            )
+        )
+        await store.commit("c0", agent_id="a", expected_revision=1, messages=b"[]")  # alone
+        series = scrape(metrics)
+        assert value(series, "axon_store_commit_batches_total") == 2
+        assert value(series, "axon_store_commit_batch_runs_total") == 6
+    finally:
+        await store.close()
+
+
+def test_a_store_that_does_not_group_exports_no_batch_counters() -> None:
+    series = scrape(Runtime("a").metrics)
+    assert not [name for name, _ in series if name.startswith("axon_store_commit_batch")]
 
 
 def test_worker_resources_are_exported_per_slot() -> None:

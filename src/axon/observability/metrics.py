@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -43,6 +43,9 @@ from axon.observability.events import EventBus
 from axon.observability.resources import WorkerResources
 from axon.status import AgentStatus
 from axon.supervisor.states import AgentState, WorkerState
+
+if TYPE_CHECKING:
+    from axon.store.group_commit import GroupCommit
 
 __all__ = [
     "COMMIT_BUCKETS",
@@ -106,6 +109,7 @@ class RuntimeMetrics:
         agents: Callable[[], list[AgentStatus]],
         agent_ids: Sequence[str],
         resources: WorkerResources,
+        group_commit: GroupCommit | None = None,
     ) -> None:
         self.registry = registry = CollectorRegistry(auto_describe=True)
 
@@ -182,7 +186,7 @@ class RuntimeMetrics:
             self._protocol_series[agent] = protocol_errors.labels(agent).inc
 
         self._agents = agents
-        registry.register(_ScrapeCollector(agents, resources))
+        registry.register(_ScrapeCollector(agents, resources, group_commit))
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
         GCCollector(registry=registry)  # registers itself on CPython only
@@ -272,15 +276,30 @@ _SNAPSHOT: ContextVar[list[AgentStatus] | None] = ContextVar("axon_metrics_snaps
 class _ScrapeCollector:
     """The gauges and worker resources, read from the runtime at each scrape."""
 
-    def __init__(self, agents: Callable[[], list[AgentStatus]], resources: WorkerResources) -> None:
+    def __init__(
+        self,
+        agents: Callable[[], list[AgentStatus]],
+        resources: WorkerResources,
+        group_commit: GroupCommit | None,
+    ) -> None:
         self._agents = agents
         self._resources = resources
+        self._group_commit = group_commit
 
     def describe(self) -> Iterable[Metric]:
         # Names only (for the registry's duplicate check): no need to ask the runtime.
-        return _families()
+        return (*_families(), *_group_commit_families())
 
     def collect(self) -> Iterable[Metric]:
+        yield from self._runtime_families()
+        if (group := self._group_commit) is not None:
+            batches, runs = _group_commit_families()
+            batches.add_metric([], group.batches)
+            runs.add_metric([], group.runs)
+            yield batches
+            yield runs
+
+    def _runtime_families(self) -> Iterable[Metric]:
         in_flight, queued, agent_state, workers, cpu, rss = families = _families()
         agents = _SNAPSHOT.get()
         if agents is None:
@@ -301,6 +320,20 @@ class _ScrapeCollector:
             if sample.rss_bytes is not None:
                 rss.add_metric(slot, sample.rss_bytes)
         return families
+
+
+def _group_commit_families() -> tuple[CounterMetricFamily, CounterMetricFamily]:
+    return (
+        CounterMetricFamily(
+            "axon_store_commit_batches",
+            "Transactions the store's group commit ran, each committing a batch of runs.",
+        ),
+        CounterMetricFamily(
+            "axon_store_commit_batch_runs",
+            "Runs committed (or refused) in those transactions; over the batches: the mean "
+            "batch size.",
+        ),
+    )
 
 
 def _families() -> tuple[

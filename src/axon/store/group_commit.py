@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from axon.errors import StoreUnavailable
 
-__all__ = ["CommitBatch", "GroupCommit", "PendingCommit"]
+__all__ = ["CommitBatch", "GroupCommit", "PendingCommit", "group_commit_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,3 +158,9 @@ def _copy(exc: Exception) -> Exception:
     twin = copy.copy(exc)
     twin.__cause__ = exc.__cause__
     return twin
+
+
+def group_commit_of(store: object) -> GroupCommit | None:
+    """The store's :class:`GroupCommit` (``store.group_commit``), if it groups its commits."""
+    group = getattr(store, "group_commit", None)
+    return group if isinstance(group, GroupCommit) else None
