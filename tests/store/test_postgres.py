@@ -290,6 +290,21 @@ async def test_two_pools_racing_at_the_same_revision_never_both_win(
     assert (history.revision, history.messages) == (20, join_json_arrays(winners))
 
 
+async def test_a_connection_goes_back_to_the_pool_without_a_reset_round_trip(
+    postgres_url: str, make_store: MakeStore, relay: TcpRelay
+) -> None:
+    store = await make_store(relay.rewrite(postgres_url))  # pool_min_size 1: one connection
+    relay.cut_after(b"RESET ALL")  # the pool's default reset query would cut its connection
+
+    for revision in range(3):
+        await store.commit("c1", agent_id="a", expected_revision=revision, messages=run(revision))
+        assert (await store.load("c1")).revision == revision + 1
+    await store.ping()
+    assert [c.conversation_id for c in await store.list_conversations()] == ["c1"]
+
+    assert relay.accepted == 1, "every operation reused the one connection: nothing cut it"
+
+
 async def test_messages_are_stored_as_exact_bytes(postgres_url: str, make_store: MakeStore) -> None:
     """bytea keeps a run's JSON exactly as given (jsonb would re-serialise it)."""
     store = await make_store(postgres_url)

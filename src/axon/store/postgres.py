@@ -66,8 +66,13 @@ not confirmed: its outcome is unknown, and its ``StoreUnavailable`` says so
 drops dead connections and opens new ones on demand, so the store recovers by itself once the
 server is reachable again.
 
-Cancellation contract: cancelling an operation rolls back its transaction (asyncpg resets the
-connection before the pool reuses it); a cancelled ``commit`` committed fully or not at all.
+Cancellation contract: cancelling an operation rolls back its transaction (asyncpg rolls back a
+transaction left open before the pool reuses the connection); a cancelled ``commit`` committed
+fully or not at all.
+
+Round trips. A load is one statement, a batch of commits three (``BEGIN``, the statement,
+``COMMIT``). Releasing a connection to the pool sends nothing more: Axon keeps no session state,
+so the pool's default reset query (``RESET ALL``, ``UNLISTEN *``, ...) is replaced by a no-op.
 """
 
 from __future__ import annotations
@@ -296,6 +301,7 @@ class PostgresStore:
                     timeout=self.connect_timeout,
                     command_timeout=self.command_timeout,
                     server_settings=server_settings,
+                    reset=_keep_session,
                 )
             except _UNAVAILABLE as exc:
                 raise _unavailable(exc, self) from exc
@@ -497,6 +503,14 @@ class PostgresStore:
         async with self._connection() as conn:
             rows = await conn.fetch(sql, *args)
         return [ConversationInfo(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+
+async def _keep_session(conn: Any) -> None:
+    """The pool's reset of a released connection: nothing to do. asyncpg has already rolled back
+    a transaction left open, and Axon sets no other session state (no ``SET``, ``LISTEN``,
+    cursor or session-level advisory lock: the migrations' lock is transaction-scoped), so the
+    default reset query (``RESET ALL``, ``UNLISTEN *``, ...) would be a round trip per operation
+    for nothing."""
 
 
 async def _schema_version(conn: Any) -> int:
