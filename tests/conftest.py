@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,17 @@ from axon.testing import descendant_pids as descendant_pids  # re-exported for t
 from axon.testing import pid_alive as pid_alive  # re-exported for the tests
 
 pytest_plugins = ["axon.testing.pytest_plugin", "pytester"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give the processes the tests start a working Ctrl-C. A test run started as a background
+    job of a non-interactive shell inherits SIGINT ignored, and so would every ``axon`` CLI it
+    starts (an ignored signal stays ignored across exec): the tests that press Ctrl-C on one
+    would wait in vain. A handled signal is reset to its default in a child, so handling it here
+    gives the children the default."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 WEATHER = "axon.examples.weather:weather_agent"
 MISBEHAVING = "axon.examples.misbehaving:misbehaving_agent"
