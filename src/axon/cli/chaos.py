@@ -130,7 +130,10 @@ def chaos(
         cfg = demo_config() if config is None else load_config(config)
         if store is not None:
             data = cfg.model_dump(exclude_defaults=True)
-            cfg = parse_config({**data, "runtime": {**data.get("runtime", {}), "store": store}})
+            cfg = parse_config(  # its agents' imports were checked when it was loaded
+                {**data, "runtime": {**data.get("runtime", {}), "store": store}},
+                check_imports=False,
+            )
         every = {
             kind: seconds
             for kind, seconds in (

@@ -45,6 +45,10 @@ class PendingCommit:
     expected_revision: int
     messages: bytes
 
+    def __post_init__(self) -> None:
+        if self.expected_revision < 0:
+            raise ValueError(f"expected_revision must be >= 0, not {self.expected_revision}")
+
 
 CommitBatch = Callable[[Sequence[PendingCommit]], Awaitable[list[int | Exception]]]
 """Commit runs (distinct conversations) in one transaction: for each, its new revision or the

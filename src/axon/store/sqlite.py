@@ -191,10 +191,6 @@ class SqliteStore:
     async def commit(
         self, conversation_id: str, *, agent_id: str, expected_revision: int, messages: bytes
     ) -> int:
-        if expected_revision < 0:
-            raise ValueError(f"expected_revision must be >= 0, not {expected_revision}")
-        if self._executor is None:
-            raise StoreUnavailable("sqlite", f"the store for {self.path!r} is not open")
         pending = PendingCommit(conversation_id, agent_id, expected_revision, bytes(messages))
         return await self.group_commit.commit(pending)
 

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import msgspec
 
+from axon._tasks import TaskSet
 from axon.config import AgentSpec
 from axon.observability.events import EventBus
 from axon.protocol.zygote import (
@@ -233,7 +234,8 @@ class ForkServer:
         self._processes: dict[int, ForkedProcess] = {}
         self._unclaimed: collections.OrderedDict[int, int] = collections.OrderedDict()
         self._task: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._pumps = TaskSet("fork-server", self._events)
+        """The zygotes' output pumps."""
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -242,6 +244,7 @@ class ForkServer:
         if self._task is None:
             self._closing = False
             self._first_start.clear()
+            self._pumps = TaskSet("fork-server", self._events)  # a closed one takes no task
             self._task = asyncio.get_running_loop().create_task(self._supervise_root())
 
     async def close(self) -> None:
@@ -252,9 +255,7 @@ class ForkServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._pumps.aclose()
         for agent in list(self._agents):
             await self._drop_agent(agent)
 
@@ -298,11 +299,10 @@ class ForkServer:
             child.close()
         channel = _Channel(parent, self._exited)
         pumps = [
-            self._spawn(self._pump(None, proc.pid, stream, name))
+            self._pumps.create_task(self._pump(None, proc.pid, stream, name))
             for stream, name in ((proc.stdout, "stdout"), (proc.stderr, "stderr"))
             if stream is not None
         ]
-        ready = False
         try:
             hello = await channel.wait_started(ROOT_STARTUP_TIMEOUT)
             if isinstance(hello, str):  # it may start next time: it is tried again
@@ -312,7 +312,6 @@ class ForkServer:
                 self._emit_refused(None, hello.error)
                 self._disabled = hello.error  # it cannot import pydantic-ai: it never will
                 return False
-            ready = True
             self._root = channel
             self._first_start.set()
             self._emit_ready(None, proc.pid, time.perf_counter() - began)
@@ -338,8 +337,6 @@ class ForkServer:
                 await self._drop_agent(agent)
             await _gone(zygotes)
             self._emit_exit(None, proc.pid, proc.returncode)
-            if not ready:
-                self._first_start.set()
 
     # -- forking ----------------------------------------------------------------------------
 
@@ -350,28 +347,21 @@ class ForkServer:
         zygote = await self._agent_zygote(spec)
         if zygote is None:
             return None
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        try:
-            answer = await zygote.channel.request(
-                ForkWorker(str(connect_to), settings, os.getpid()), [out_w, err_w]
-            )
-        finally:
-            os.close(out_w)
-            os.close(err_w)
-        if isinstance(answer, ForkFailed):
-            os.close(out_r)
-            os.close(err_r)
+        forked = await _fork_request(
+            zygote.channel, ForkWorker(str(connect_to), settings, os.getpid())
+        )
+        if forked is None:
             return None
+        pid, out_r, err_r = forked
         try:
             stdout, out_t = await _pipe_reader(out_r)
             stderr, err_t = await _pipe_reader(err_r)
         except BaseException:
-            _kill_group(answer.pid)
+            _kill_group(pid)
             raise
-        process = ForkedProcess(answer.pid, stdout, stderr, [out_t, err_t])
-        self._processes[answer.pid] = process
-        unclaimed = self._unclaimed.pop(answer.pid, None)
+        process = ForkedProcess(pid, stdout, stderr, [out_t, err_t])
+        self._processes[pid] = process
+        unclaimed = self._unclaimed.pop(pid, None)
         if unclaimed is not None:
             process.exited(unclaimed)
         return process
@@ -415,43 +405,37 @@ class ForkServer:
             return None
         await self._drop_agent(spec.id)
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
         began = time.perf_counter()
         try:
-            answer = await root.request(
-                ForkZygote(spec.id, dict(spec.env), _modules_of(spec)),
-                [child.fileno(), out_w, err_w],
+            forked = await _fork_request(
+                root, ForkZygote(spec.id, dict(spec.env), _modules_of(spec)), child.fileno()
             )
         finally:
             child.close()
-            os.close(out_w)
-            os.close(err_w)
-        if isinstance(answer, ForkFailed):
+        if forked is None:
             parent.close()
-            os.close(out_r)
-            os.close(err_r)
             return None
+        pid, out_r, err_r = forked
         transports: list[asyncio.BaseTransport] = []
         pumps: list[asyncio.Task[None]] = []
         for fd, name in ((out_r, "stdout"), (err_r, "stderr")):
             reader, transport = await _pipe_reader(fd)
             transports.append(transport)
-            pumps.append(self._spawn(self._pump(spec.id, answer.pid, reader, name)))
+            pumps.append(self._pumps.create_task(self._pump(spec.id, pid, reader, name)))
         channel = _Channel(parent, self._exited)
         hello = await channel.wait_started(AGENT_ZYGOTE_TIMEOUT)
         reason = hello if isinstance(hello, str) else hello.error
         if reason is not None:
             self._refused[spec.id] = reason
             self._emit_refused(spec.id, reason)
-            _kill_group(answer.pid, group=False)
+            _kill_group(pid, group=False)
             await channel.aclose()
-            await _gone([answer.pid])
+            await _gone([pid])
             await _finish_output(pumps, transports)
             return None
-        zygote = _AgentZygote(answer.pid, channel, transports, pumps)
+        zygote = _AgentZygote(pid, channel, transports, pumps)
         self._agents[spec.id] = zygote
-        self._emit_ready(spec.id, answer.pid, time.perf_counter() - began)
+        self._emit_ready(spec.id, pid, time.perf_counter() - began)
         return zygote
 
     async def _drop_agent(self, agent_id: str) -> None:
@@ -510,17 +494,33 @@ class ForkServer:
                 line=line.decode(errors="replace").rstrip(),
             )
 
-    def _spawn(self, coro: object) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
 
 def _modules_of(spec: AgentSpec) -> list[str]:
     """The modules an agent zygote imports: the agent's, and its deps factory's."""
     paths = [spec.agent] if spec.deps is None else [spec.agent, spec.deps]
     return list(dict.fromkeys(path.partition(":")[0] for path in paths))
+
+
+async def _fork_request(
+    channel: _Channel, request: Message, *fds: int
+) -> tuple[int, int, int] | None:
+    """Ask ``channel``'s zygote to fork, passing ``fds`` and a new stdout and a new stderr pipe:
+    the child's pid and the read ends of its two pipes, or None if it did not fork (then, as on
+    cancellation, nothing of the pipes is left open here)."""
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    answer: Forked | ForkFailed = ForkFailed("cancelled")
+    try:
+        answer = await channel.request(request, [*fds, out_w, err_w])
+    finally:
+        os.close(out_w)
+        os.close(err_w)
+        if isinstance(answer, ForkFailed):
+            os.close(out_r)
+            os.close(err_r)
+    if isinstance(answer, ForkFailed):
+        return None
+    return answer.pid, out_r, err_r
 
 
 async def _pipe_reader(fd: int) -> tuple[asyncio.StreamReader, asyncio.BaseTransport]:

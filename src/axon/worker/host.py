@@ -90,10 +90,10 @@ def _log(message: str) -> None:
 
 
 def warm_up() -> None:
-    """Exercise a run's encoding and decoding once, with no agent and no event loop: what a
-    zygote does before it forks workers (:mod:`axon.worker.zygote`), so the state these build
-    on first use is shared by every worker."""
-    from pydantic_ai import CancellationToken, ModelMessagesTypeAdapter
+    """Exercise a run's encoding and decoding once, then run a private agent
+    (:func:`_warm_up_runs`): what the root zygote does before it forks (:mod:`axon.worker.zygote`),
+    so the state these build on first use is shared by every worker."""
+    from pydantic_ai import ModelMessagesTypeAdapter
     from pydantic_ai.messages import ModelRequest, ModelResponse, TextPart, UserPromptPart
 
     from axon.protocol.codec import decode_payload, encode_frame
@@ -105,7 +105,6 @@ def warm_up() -> None:
     encoded = ModelMessagesTypeAdapter.dump_json(messages)
     ModelMessagesTypeAdapter.validate_json(encoded)
     to_jsonable_python({"output": "warm up", "usage": [1, 2]})
-    CancellationToken()
     run = Run(id=1, prompt="warm up", history=encoded, conversation_id="c", timeout=1.0)
     decode_payload(encode_frame(run)[4:])
     result = Result(id=1, output="warm up", messages=encoded, run_id="r", usage={})

@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the orchestrator's to handle
     zygote = _Zygote(socket.socket(fileno=int(args[0])))
     # Also run, once, what every worker runs on every run and that builds state on first use
-    # (the message codecs): made here, that state is shared by every forked worker.
+    # (the message codecs, a private agent's run): made here, it is shared by every worker.
     from axon.worker.host import warm_up
 
     error = _preload(list(ROOT_MODULES), warm_up=warm_up)
