@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from axon.conversation_locks import ConversationPolicy
 from axon.errors import ConfigError
+from axon.protocol.codec import MAX_FRAME_SIZE
 from axon.supervisor.policy import RestartType, Strategy
 
 __all__ = [
@@ -35,6 +36,8 @@ _AGENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 PositiveSeconds = Annotated[float, Field(gt=0)]
 _STORE_SCHEMES = frozenset({"memory", "sqlite", "postgresql", "postgres"})
+_FRAME_HEADROOM = 65_536
+"""Bytes of a run frame that are neither history nor prompt (ids, timeout, trace context)."""
 _VALIDATING: ContextVar[bool] = ContextVar("axon_config_validating", default=False)
 
 
@@ -107,10 +110,29 @@ class AgentSpec(_Spec):
     queue_size: int = Field(default=1024, ge=0)
     """Requests that may wait for a free worker slot; beyond it requests get ``Overloaded``."""
     max_prompt_chars: int = Field(default=100_000, ge=1)
+    max_history_bytes: int = Field(default=16 * 2**20, ge=1024)
+    """Largest conversation history (pydantic-ai JSON bytes) a run of this agent is given; a
+    request whose history is larger fails at once with ``HistoryTooLarge``, before any worker is
+    involved."""
+    max_result_bytes: int = Field(default=16 * 2**20, ge=65_536, le=MAX_FRAME_SIZE)
+    """Largest frame a worker of this agent may send: a run's result (its new messages and its
+    output) or one event of its stream. A run that produces more fails alone with
+    ``ResultTooLarge``; a worker that sends a larger frame anyway is killed."""
     env: dict[str, str] = Field(default_factory=dict)
     """Extra environment variables for this agent's workers."""
     supervisor: SupervisorSpec | None = None
     """Per-agent override of the ``[supervisor]`` table."""
+
+    @model_validator(mode="after")
+    def _fits_a_frame(self) -> AgentSpec:
+        # A run frame carries the history and the prompt (UTF-8: at most 4 bytes a character).
+        if self.max_history_bytes + 4 * self.max_prompt_chars + _FRAME_HEADROOM > MAX_FRAME_SIZE:
+            raise ValueError(
+                f"max_history_bytes ({self.max_history_bytes}) plus the largest prompt "
+                f"({self.max_prompt_chars} characters) must fit in one run frame "
+                f"({MAX_FRAME_SIZE} bytes)"
+            )
+        return self
 
     @field_validator("id")
     @classmethod

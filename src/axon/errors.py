@@ -23,9 +23,11 @@ __all__ = [
     "ConfigError",
     "ConversationBusy",
     "ConversationNotFound",
+    "HistoryTooLarge",
     "InvalidRequest",
     "Overloaded",
     "ProtocolError",
+    "ResultTooLarge",
     "RunInterrupted",
     "StoreUnavailable",
     "Unauthorized",
@@ -107,6 +109,31 @@ class InvalidRequest(AxonError):
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message, field=field)
+
+
+class HistoryTooLarge(AxonError):
+    """The conversation's stored history (``size`` bytes of pydantic-ai JSON) is larger than the
+    agent's ``max_history_bytes`` (``limit``): no worker is asked to run it.
+
+    Start a new conversation, or keep the history short in the agent itself (a pydantic-ai
+    ``history_processors`` function that trims or summarises older messages); the conversation
+    can still be read and deleted.
+    """
+
+    type = "history_too_large"
+    conversation_id: str
+    size: int
+    limit: int
+
+    def __init__(self, conversation_id: str, *, size: int, limit: int) -> None:
+        super().__init__(
+            f"the history of conversation {conversation_id!r} is {size} bytes; this agent "
+            f"accepts at most {limit} (start a new conversation, or trim the history in the "
+            "agent with a history processor)",
+            conversation_id=conversation_id,
+            size=size,
+            limit=limit,
+        )
 
 
 class AgentNotFound(AxonError):
@@ -239,6 +266,26 @@ class AgentRunFailed(AxonError):
             agent_id=agent_id,
             remote_type=remote_type,
             remote_message=remote_message,
+        )
+
+
+class ResultTooLarge(AxonError):
+    """What the run produced (its result, or one event of its stream) is ``size`` bytes on the
+    wire, more than the agent's ``max_result_bytes`` (``limit``). The run failed alone, in its
+    worker; nothing of it was committed, and the worker keeps serving."""
+
+    type = "result_too_large"
+    agent_id: str
+    size: int
+    limit: int
+
+    def __init__(self, agent_id: str, *, size: int, limit: int) -> None:
+        super().__init__(
+            f"agent {agent_id!r} produced {size} bytes in one frame; the limit is {limit} "
+            "(max_result_bytes)",
+            agent_id=agent_id,
+            size=size,
+            limit=limit,
         )
 
 

@@ -26,8 +26,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import shutil
-import tempfile
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from pathlib import Path
@@ -49,6 +47,7 @@ from axon.errors import (
     AgentTimeout,
     AxonError,
     ConversationBusy,
+    HistoryTooLarge,
     InvalidRequest,
     RunInterrupted,
     StoreUnavailable,
@@ -57,7 +56,7 @@ from axon.observability.events import EventBus
 from axon.observability.metrics import RuntimeMetrics
 from axon.observability.monitor import Monitor
 from axon.observability.resources import WorkerResources
-from axon.protocol.frames import Event, Result
+from axon.protocol import frames
 from axon.replies import FinalResult, Reply, StreamEvent, TextDelta, ToolCall, ToolResult
 from axon.router import AgentRouter
 from axon.status import AgentStatus, Readiness
@@ -158,7 +157,6 @@ class Axon:
         self._fork_server: ForkServer | None = (
             ForkServer(self.events) if config.runtime.fork_server and FORK_SUPPORTED else None
         )
-        self._socket_dir: Path | None = None
         self._started = False
 
     @classmethod
@@ -199,10 +197,7 @@ class Axon:
         await self._store.open()
         if self._fork_server is not None:
             self._fork_server.start()
-        self._socket_dir = Path(tempfile.mkdtemp(prefix="axon-"))
-        for position, spec in enumerate(self.config.agents):
-            socket_dir = self._socket_dir / str(position)
-            socket_dir.mkdir()
+        for spec in self.config.agents:
 
             def on_capacity(agent_id: str = spec.id) -> None:
                 self._routers[agent_id].notify()
@@ -210,7 +205,6 @@ class Axon:
             supervisor = AgentSupervisor(
                 spec,
                 self.config.supervisor_for(spec),
-                socket_dir=socket_dir,
                 tasks=self._tasks,
                 on_capacity=on_capacity,
                 events=self.events,
@@ -232,8 +226,6 @@ class Axon:
             await self._fork_server.close()
         await self._tasks.aclose()
         await self._store.close()
-        if self._socket_dir is not None:
-            shutil.rmtree(self._socket_dir, ignore_errors=True)
         self._started = False
 
     # -- requests -----------------------------------------------------------------------------
@@ -253,9 +245,11 @@ class Axon:
         conversation already has a run in progress: ``enqueue``, ``reject`` or ``interrupt``.
 
         Returns the committed :class:`Reply`. Raises ``AgentNotFound``, ``InvalidRequest``,
-        ``AgentUnavailable``, ``Overloaded``, ``AgentCrashed``, ``AgentTimeout``,
-        ``AgentRunFailed``, ``ConversationBusy``, ``RunInterrupted`` or ``StoreUnavailable``; on
-        any of them the conversation's history is unchanged.
+        ``HistoryTooLarge``, ``AgentUnavailable``, ``Overloaded``, ``AgentCrashed``,
+        ``AgentTimeout``, ``AgentRunFailed``, ``ResultTooLarge``, ``ProtocolError`` (the worker
+        sent something that breaks the protocol, e.g. a result that is not a message list),
+        ``ConversationBusy``, ``RunInterrupted`` or ``StoreUnavailable``; on any of them the
+        conversation's history is unchanged.
         """
         # Closed before returning, so the request is over (its span ended, ``run.finished``
         # emitted) when the caller gets the reply, not whenever the generator is collected.
@@ -323,6 +317,10 @@ class Axon:
                     history = await self._store.load(cid)
                     if my_turn.interrupted:
                         raise RunInterrupted(cid)
+                    if len(history.messages) > spec.max_history_bytes:
+                        raise HistoryTooLarge(
+                            cid, size=len(history.messages), limit=spec.max_history_bytes
+                        )
                     worker, call = await router.start_run(
                         prompt,
                         history.messages,
@@ -345,7 +343,7 @@ class Axon:
                     run=call.id,
                     conversation=cid,
                 )
-                result: Result | None = None
+                result: frames.Result | None = None
                 try:
                     while result is None:
                         async with self._deadline(deadline, agent_id, seconds, cid):
@@ -359,9 +357,10 @@ class Axon:
                                 if my_turn.interrupted:
                                     raise RunInterrupted(cid) from None
                                 raise
-                        if isinstance(item, Result):
+                        if isinstance(item, frames.Result):
                             result = item
-                        elif (event := _stream_event(item)) is not None:
+                        else:
+                            event = _stream_event(item)
                             if ttft is None and isinstance(event, TextDelta):
                                 ttft = time.perf_counter() - started
                             yield event
@@ -386,11 +385,11 @@ class Axon:
             outcome = "ok"
             yield FinalResult(
                 Reply(
-                    output=result.output,
                     conversation_id=cid,
                     run_id=result.run_id,
-                    usage=result.usage,
                     agent_id=agent_id,
+                    output_json=result.output,
+                    usage_json=result.usage,
                 )
             )
         except AxonError as exc:
@@ -530,14 +529,9 @@ def _status(router: AgentRouter) -> AgentStatus:
     return dataclasses.replace(router.supervisor.status(), queued=router.queue_depth)
 
 
-def _stream_event(frame: Event) -> StreamEvent | None:
-    data = frame.data
-    if frame.type == "text_delta":
-        return TextDelta(str(data.get("text", "")))
-    if frame.type == "tool_call":
-        return ToolCall(str(data.get("tool_name")), data.get("args"), str(data.get("tool_call_id")))
-    if frame.type == "tool_result":
-        return ToolResult(
-            str(data.get("tool_name")), data.get("content"), str(data.get("tool_call_id"))
-        )
-    return None
+def _stream_event(event: frames.RunEvent) -> StreamEvent:
+    if isinstance(event, frames.TextDelta):
+        return TextDelta(event.text)
+    if isinstance(event, frames.ToolCall):
+        return ToolCall(event.tool_name, event.args, event.tool_call_id)
+    return ToolResult(event.tool_name, event.content, event.tool_call_id)

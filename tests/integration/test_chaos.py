@@ -117,3 +117,38 @@ async def test_a_store_outage_needs_a_postgres_store(tmp_path: Path) -> None:
     assert code == 2
     assert "store outages need a PostgreSQL store" in err
     assert not os.listdir(tmp_path)
+
+
+async def test_a_hostile_worker_breaks_no_invariant(tmp_path: Path) -> None:
+    """``--hostile-every``: the run's own hostile agent attacks the orchestrator from its worker
+    (event bombs, floods, a worker that stops reading, over-long lines, oversize results) while
+    the demo's agents serve the load: each attack ends as it must, the demo's agents have no
+    error at all, and the orchestrator's memory stays bounded."""
+    code, out, err = await axon_cli(
+        "chaos", "--duration", "16", "--concurrency", "4", "--hostile-every", "1.2",
+        "--seed", "3", "--json",
+        cwd=tmp_path,
+        timeout=240,
+    )  # fmt: skip
+    assert code == 0, out + err
+    report = json.loads(out)
+    assert report["passed"] is True
+    hostile = next(v for v in report["invariants"] if v["name"] == "hostile")
+    assert hostile["passed"] is True
+    assert report["faults"]["hostile"] >= 5
+    assert "attacks:" in hostile["notes"][0]
+    assert set(report["outcomes"]) == {"ok"}  # the load never touches the hostile agent
+    rss = report["orchestrator_rss"]
+    assert 0 < rss["start"] <= rss["peak"] < rss["start"] + 512 * 2**20
+
+
+async def test_hostile_faults_refuse_a_config_with_an_agent_of_their_name(tmp_path: Path) -> None:
+    config = tmp_path / "axon.toml"
+    config.write_text('[[agents]]\nid = "hostile"\nagent = "axon.examples.weather:weather_agent"\n')
+    code, _out, err = await axon_cli(
+        "chaos", "--config", str(config), "--duration", "5", "--hostile-every", "1",
+        cwd=tmp_path,
+        timeout=60,
+    )  # fmt: skip
+    assert code == 2
+    assert "hostile" in err

@@ -74,6 +74,11 @@ max_seconds = 60
 backoff_initial = 0.01
 backoff_max = 0.05
 failed_cooldown = 600
+
+[[agents]]
+id = "chatty"
+agent = "axon.examples.hostile:hostile_agent"
+env = { AXON_EXAMPLE_IMPORT_LINES = "3000" }
 """
 
 
@@ -177,6 +182,15 @@ async def test_every_event_kind_is_a_json_line_with_its_documented_fields(
         assert left["on_disconnect"] == "cancel"
         await wait_logged(server, named("run.finished", agent="m", outcome="cancelled"))
 
+        # A worker and a zygote that print more than the log takes: the rest is counted.
+        assert (
+            await client.post("/v1/agents/chatty/messages", json={"prompt": "line:10:3000"})
+        ).status_code == 200
+        dropped = await wait_logged(server, named("worker.output_dropped", agent="chatty"))
+        assert dropped["stream"] == "stdout"
+        assert dropped["lines"] > 0
+        await wait_logged(server, named("zygote.output_dropped", agent="chatty"))
+
         # A request still running when the shutdown grace (1 s) ends is cut.
         routed_before = count(server, "run.routed", agent="m")
         slow = asyncio.ensure_future(send("sleep:10"))
@@ -211,7 +225,7 @@ async def test_every_event_kind_is_a_json_line_with_its_documented_fields(
     assert [r["line"] for r in said] == ["misbehaving: starting a thread at import"]
     assert said[0]["level"] == "warning"
     starts = {r["agent"]: r["start"] for r in records if r["event"] == "worker.ready"}
-    assert starts == {"m": "fork", "threaded": "cold"}
+    assert starts == {"m": "fork", "threaded": "cold", "chatty": "fork"}
     stops = [r for r in records if r["event"] == "worker.exit" and r["cause"] == "requested"]
     assert stops
     assert all(r["level"] == "info" for r in stops)

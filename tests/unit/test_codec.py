@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import struct
 import typing
@@ -20,16 +21,19 @@ from axon.protocol.channel import ChannelClosed, FrameChannel
 from axon.protocol.codec import (
     HEADER_SIZE,
     MAX_FRAME_SIZE,
+    FrameDecoder,
     FrameTooLarge,
     decode_header,
     decode_payload,
     encode_frame,
+    from_orchestrator,
+    from_worker,
 )
 from axon.protocol.frames import (
+    MAX_ERROR_BYTES,
     PROTOCOL_VERSION,
     Cancel,
     Error,
-    Event,
     Frame,
     Hello,
     Ping,
@@ -41,9 +45,15 @@ from axon.protocol.frames import (
     SpanEventRecord,
     SpanRecord,
     Spans,
+    TextDelta,
+    ToolCall,
+    ToolResult,
+    ToOrchestrator,
+    ToWorker,
 )
 
 FRAME_TYPES: tuple[type, ...] = typing.get_args(Frame)
+ANY_FRAME = FrameDecoder(Frame)
 
 # -- strategies -----------------------------------------------------------------------------
 
@@ -58,7 +68,33 @@ any_values = st.recursive(
     max_leaves=12,
 )
 str_dicts = st.dictionaries(texts, any_values, max_size=4)
-
+error_facts = st.dictionaries(
+    texts, st.none() | st.booleans() | ints | floats | texts, max_size=4
+)  # what an error carries over the wire: plain values only
+json_bytes = any_values.map(
+    lambda v: msgspec.json.encode(v, enc_hook=lambda b: b.hex())
+)  # what the agent produced travels as JSON
+span_records = st.lists(
+    st.builds(
+        SpanRecord,
+        name=texts,
+        span_id=ints,
+        start_ns=ints,
+        end_ns=ints,
+        parent_id=st.none() | ints,
+        kind=texts,
+        attributes=str_dicts,
+        events=st.lists(
+            st.builds(SpanEventRecord, name=texts, time_ns=ints, attributes=str_dicts),
+            max_size=2,
+        ),
+        status=texts,
+        status_message=st.none() | texts,
+        scope=texts,
+        scope_version=st.none() | texts,
+    ),
+    max_size=3,
+)
 FRAME_STRATEGIES: dict[type, st.SearchStrategy[Any]] = {
     Hello: st.builds(Hello, protocol=ints, pid=ints),
     Ready: st.builds(
@@ -79,41 +115,21 @@ FRAME_STRATEGIES: dict[type, st.SearchStrategy[Any]] = {
         trace=st.none() | st.dictionaries(texts, texts, max_size=3),
     ),
     Cancel: st.builds(Cancel, id=run_ids),
-    Event: st.builds(Event, id=run_ids, type=texts, data=str_dicts),
+    TextDelta: st.builds(TextDelta, id=run_ids, text=texts),
+    ToolCall: st.builds(ToolCall, id=run_ids, tool_name=texts, args=json_bytes, tool_call_id=texts),
+    ToolResult: st.builds(
+        ToolResult, id=run_ids, tool_name=texts, content=json_bytes, tool_call_id=texts
+    ),
     Result: st.builds(
         Result,
         id=run_ids,
-        output=any_values,
+        output=json_bytes,
         messages=st.binary(),
         run_id=st.none() | texts,
-        usage=str_dicts,
+        usage=json_bytes,
     ),
-    Spans: st.builds(
-        Spans,
-        id=run_ids,
-        spans=st.lists(
-            st.builds(
-                SpanRecord,
-                name=texts,
-                span_id=ints,
-                start_ns=ints,
-                end_ns=ints,
-                parent_id=st.none() | ints,
-                kind=texts,
-                attributes=str_dicts,
-                events=st.lists(
-                    st.builds(SpanEventRecord, name=texts, time_ns=ints, attributes=str_dicts),
-                    max_size=2,
-                ),
-                status=texts,
-                status_message=st.none() | texts,
-                scope=texts,
-                scope_version=st.none() | texts,
-            ),
-            max_size=3,
-        ),
-    ),
-    Error: st.builds(Error, error=str_dicts, id=st.none() | run_ids),
+    Spans: st.builds(Spans.of, run_ids, span_records),
+    Error: st.builds(Error.of, st.none() | run_ids, error_facts),
     Ping: st.builds(Ping, seq=ints),
     Pong: st.builds(Pong, seq=ints),
     Shutdown: st.builds(Shutdown, grace=floats),
@@ -123,7 +139,7 @@ frames = st.one_of(*FRAME_STRATEGIES.values())
 
 def test_every_frame_type_has_a_strategy() -> None:
     assert set(FRAME_STRATEGIES) == set(FRAME_TYPES)
-    assert len(FRAME_TYPES) == 11
+    assert len(FRAME_TYPES) == 13
 
 
 # -- encode / decode --------------------------------------------------------------------------
@@ -173,8 +189,9 @@ def pack(obj: object) -> bytes:
         (pack({"kind": "run", "id": "x", "prompt": 5}), "wrong field types"),
         (pack({"kind": "run", "id": 1, "prompt": "p", "history": "not bytes"}), "str for bytes"),
         (pack({"kind": "run", "id": 1.5, "prompt": "p"}), "float id"),
-        (pack({"kind": "error", "error": "not a dict"}), "error is not a map"),
-        (pack({"kind": "event", "id": 1, "type": "t", "data": {1: 2}}), "non-str key"),
+        (pack({"kind": "text_delta", "id": 1, "text": [1, 2]}), "text is not a string"),
+        (pack({"kind": "tool_call", "id": 1, "tool_name": "t", "args": {}}), "args not bytes"),
+        (pack({"kind": "result", "id": 1, "output": "x", "messages": b"[]"}), "str output"),
         (pack([1, 2, 3]), "an array"),
         (pack("ping"), "a string"),
         (pack(None), "nil"),
@@ -199,9 +216,9 @@ def test_arbitrary_bytes_decode_to_a_frame_or_raise_protocol_error_only(payload:
 
 
 field_names = st.sampled_from(
-    ["id", "seq", "pid", "protocol", "prompt", "history", "error", "data", "type", "output",
-     "messages", "grace", "timeout", "stream", "conversation_id", "usage", "run_id", "trace",
-     "spans"]
+    ["id", "seq", "pid", "protocol", "prompt", "history", "error", "text", "tool_name", "args",
+     "content", "tool_call_id", "output", "messages", "grace", "timeout", "stream",
+     "conversation_id", "usage", "run_id", "trace", "spans"]
 )  # fmt: skip
 kinds = st.sampled_from(
     [
@@ -209,7 +226,9 @@ kinds = st.sampled_from(
         "ready",
         "run",
         "cancel",
-        "event",
+        "text_delta",
+        "tool_call",
+        "tool_result",
         "spans",
         "result",
         "error",
@@ -264,11 +283,133 @@ def test_decode_header_accepts_up_to_the_limit_and_rejects_beyond() -> None:
     assert issubclass(FrameTooLarge, AxonError)
 
 
-def test_encode_refuses_a_frame_above_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(codec, "MAX_FRAME_SIZE", 1000)
-    assert encode_frame(Run(id=1, prompt="x" * 900))
-    with pytest.raises(FrameTooLarge):
-        encode_frame(Run(id=1, prompt="x" * 1001))
+def test_encode_refuses_a_frame_above_the_limit() -> None:
+    assert encode_frame(Run(id=1, prompt="x" * 900), limit=1000)
+    with pytest.raises(FrameTooLarge) as info:
+        encode_frame(Run(id=1, prompt="x" * 1001), limit=1000)
+    assert info.value.limit == 1000
+    assert info.value.size > 1001
+    assert codec.MAX_FRAME_SIZE == 64 * 2**20
+
+
+def test_a_limit_below_the_default_applies_to_headers_too() -> None:
+    assert decode_header(struct.pack(">I", 4096), 4096) == 4096
+    with pytest.raises(FrameTooLarge) as info:
+        decode_header(struct.pack(">I", 4097), 4096)
+    assert (info.value.size, info.value.limit) == (4097, 4096)
+
+
+# -- each side accepts only what the other side sends ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [Run(id=1, prompt="p"), Cancel(id=1), Ping(seq=1), Shutdown(grace=1.0)],
+    ids=lambda f: type(f).__name__,
+)
+def test_a_worker_may_not_send_what_only_the_orchestrator_sends(frame: Frame) -> None:
+    with pytest.raises(ProtocolError):
+        from_worker.decode(encode_frame(frame)[HEADER_SIZE:])
+    assert from_orchestrator.decode(encode_frame(frame)[HEADER_SIZE:]) == frame
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        Hello(protocol=2, pid=1),
+        Ready(protocol=2, pid=1),
+        TextDelta(id=1, text="t"),
+        Result(id=1, output=b'"x"', messages=b"[]"),
+        Pong(seq=1),
+    ],
+    ids=lambda f: type(f).__name__,
+)
+def test_the_orchestrator_may_not_send_what_only_a_worker_sends(frame: Frame) -> None:
+    with pytest.raises(ProtocolError):
+        from_orchestrator.decode(encode_frame(frame)[HEADER_SIZE:])
+    assert from_worker.decode(encode_frame(frame)[HEADER_SIZE:]) == frame
+
+
+def test_the_two_directions_cover_every_frame_type() -> None:
+    assert set(typing.get_args(ToWorker)) | set(typing.get_args(ToOrchestrator)) == set(FRAME_TYPES)
+    assert set(typing.get_args(ToWorker)) & set(typing.get_args(ToOrchestrator)) == {Error}
+
+
+# -- what a worker's frame costs to decode ----------------------------------------------------
+
+BOMB = 4_000_000  # empty msgpack arrays: 4 MB on the wire, ~250 MB as Python lists
+
+
+def _with_extra(frame: Frame, name: str, value: bytes) -> bytes:
+    """``frame``'s payload with one more field ``name`` whose msgpack encoding is ``value``."""
+    payload = encode_frame(frame)[HEADER_SIZE:]
+    assert 0x80 <= payload[0] <= 0x8E  # a fixmap: add one entry
+    return bytes([payload[0] + 1]) + payload[1:] + pack(name) + value
+
+
+def _array_of_empty_arrays(count: int) -> bytes:
+    return b"\xdd" + struct.pack(">I", count) + b"\x90" * count
+
+
+def _peak_bytes_of(decode: Any) -> int:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with contextlib.suppress(ProtocolError, ValueError):
+            decode()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize(
+    ("frame", "field"),
+    [
+        (TextDelta(id=1, text="t"), "data"),  # an unknown field: skipped, never built
+        (Pong(seq=1), "padding"),
+        (Hello(protocol=2, pid=1), "extra"),
+    ],
+)
+def test_an_unknown_field_costs_nothing_to_decode(frame: Frame, field: str) -> None:
+    payload = _with_extra(frame, field, _array_of_empty_arrays(BOMB))
+    assert _peak_bytes_of(lambda: from_worker.decode(payload)) < 2**20
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"kind": "text_delta", "id": 1},  # text: a string, not an array
+        {"kind": "tool_call", "id": 1, "tool_name": "t", "tool_call_id": "c"},  # args: bytes
+        {"kind": "result", "id": 1, "messages": b"[]"},  # output: bytes
+    ],
+)
+def test_a_typed_field_holding_a_bomb_is_refused_without_building_it(
+    fields: dict[str, Any],
+) -> None:
+    missing = {"text_delta": "text", "tool_call": "args", "result": "output"}[fields["kind"]]
+    payload = pack(fields)
+    payload = bytes([payload[0] + 1]) + payload[1:] + pack(missing) + _array_of_empty_arrays(BOMB)
+    with pytest.raises(ProtocolError):
+        from_worker.decode(payload)
+    assert _peak_bytes_of(lambda: from_worker.decode(payload)) < 2**20
+
+
+def test_an_error_payload_is_decoded_only_below_its_bound() -> None:
+    small = Error.of(3, {"type": "agent_timeout", "message": "m", "timeout": 1.5})
+    decoded = from_worker.decode(encode_frame(small)[HEADER_SIZE:])
+    assert isinstance(decoded, Error)
+    assert decoded.payload() == {"type": "agent_timeout", "message": "m", "timeout": 1.5}
+    huge = Error.of(3, {"type": "x", "message": "m" * (MAX_ERROR_BYTES + 1)})
+    decoded = from_worker.decode(encode_frame(huge)[HEADER_SIZE:])
+    assert isinstance(decoded, Error)
+    with pytest.raises(ValueError, match="limit"):
+        decoded.payload()
+    bomb = pack({"kind": "error", "id": 3, "error": [[]] * 1000})
+    decoded = from_worker.decode(bomb)
+    assert isinstance(decoded, Error)
+    with pytest.raises(ValueError, match="malformed"):
+        decoded.payload()  # facts are plain values, never nested containers
 
 
 # -- FrameChannel over a real socket pair -----------------------------------------------------
@@ -277,8 +418,8 @@ def test_encode_refuses_a_frame_above_the_limit(monkeypatch: pytest.MonkeyPatch)
 @pytest.fixture
 async def channels() -> AsyncIterator[tuple[FrameChannel, FrameChannel]]:
     left_sock, right_sock = socket.socketpair()
-    left = FrameChannel(*await asyncio.open_connection(sock=left_sock))
-    right = FrameChannel(*await asyncio.open_connection(sock=right_sock))
+    left = FrameChannel(*await asyncio.open_connection(sock=left_sock), ANY_FRAME)
+    right = FrameChannel(*await asyncio.open_connection(sock=right_sock), ANY_FRAME)
     yield left, right
     await left.aclose()
     await right.aclose()
@@ -293,15 +434,15 @@ async def test_channel_round_trips_frames_in_order(
         Run(id=1, prompt="héllo 🌍", history=b"[]", conversation_id="c", timeout=1.5),
         Run(id=2, prompt="x" * 200_000, stream=True),  # larger than one socket buffer
         Cancel(id=1),
-        Error(id=None, error={"type": "protocol_error", "message": "m"}),
+        Error.of(None, {"type": "protocol_error", "message": "m"}),
     ]
     sender = asyncio.create_task(_send_all(left, sent))
     received = [await right.recv() for _ in sent]
     await sender
     assert received == sent
     # and the other way
-    await right.send(Result(id=1, output={"a": [1, 2.5, None]}, messages=b"[]", usage={}))
-    assert await left.recv() == Result(id=1, output={"a": [1, 2.5, None]}, messages=b"[]")
+    await right.send(Result(id=1, output=b'{"a": [1, 2.5, null]}', messages=b"[]", usage=b"{}"))
+    assert await left.recv() == Result(id=1, output=b'{"a": [1, 2.5, null]}', messages=b"[]")
 
 
 async def _send_all(channel: FrameChannel, frames: list[Any]) -> None:
@@ -365,3 +506,32 @@ async def test_absurd_header_raises_frame_too_large(
     await left.drain()
     with pytest.raises(FrameTooLarge):
         await right.recv()
+
+
+async def test_a_channel_refuses_to_send_or_receive_over_its_limits() -> None:
+    left_sock, right_sock = socket.socketpair()
+    left = FrameChannel(*await asyncio.open_connection(sock=left_sock), ANY_FRAME, max_send=1000)
+    right = FrameChannel(*await asyncio.open_connection(sock=right_sock), ANY_FRAME, max_recv=500)
+    try:
+        with pytest.raises(FrameTooLarge):
+            left.send_nowait(Run(id=1, prompt="x" * 1000))
+        assert left.buffered == 0  # nothing of it was written
+        await left.send(Run(id=2, prompt="x" * 600))  # within what left sends, not right reads
+        with pytest.raises(FrameTooLarge) as info:
+            await right.recv()
+        assert info.value.limit == 500
+    finally:
+        await left.aclose()
+        await right.aclose()
+
+
+async def test_buffered_counts_what_a_peer_that_stops_reading_left_unread(
+    channels: tuple[FrameChannel, FrameChannel],
+) -> None:
+    left, right = channels  # the right side never reads
+    for _ in range(200):
+        left.send_nowait(Run(id=1, prompt="x" * 10_000))
+        await asyncio.sleep(0)  # let the transport write what the socket takes
+    assert left.buffered > 200 * 10_000 - 2**21  # the socket buffers take at most a few MB
+    left.abort()  # what is unread is dropped (a graceful close would wait for the reader)
+    right.abort()

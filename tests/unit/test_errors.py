@@ -20,9 +20,11 @@ from axon.errors import (
     ConfigError,
     ConversationBusy,
     ConversationNotFound,
+    HistoryTooLarge,
     InvalidRequest,
     Overloaded,
     ProtocolError,
+    ResultTooLarge,
     RunInterrupted,
     StoreUnavailable,
     Unauthorized,
@@ -52,6 +54,8 @@ SAMPLES: dict[str, list[AxonError]] = {
     "Unauthorized": [Unauthorized(), Unauthorized("wrong token")],
     "ProtocolError": [ProtocolError("invalid frame: bad kind")],
     "RunInterrupted": [RunInterrupted("c-1")],
+    "HistoryTooLarge": [HistoryTooLarge("c-big", size=20_000_000, limit=16_777_216)],
+    "ResultTooLarge": [ResultTooLarge("a", size=70_000_123, limit=16_777_216)],
     "StoreUnavailable": [StoreUnavailable("sqlite", "database is locked", retry_after=0.5)],
 }
 
@@ -156,6 +160,10 @@ def test_errors_carry_what_a_caller_needs() -> None:
     assert ConversationBusy("c").conversation_id == "c"
     failed = AgentRunFailed("a", remote_type="ValueError", remote_message="m")
     assert (failed.remote_type, failed.remote_message) == ("ValueError", "m")
+    big = HistoryTooLarge("c", size=10, limit=5)
+    assert (big.conversation_id, big.size, big.limit) == ("c", 10, 5)
+    result = ResultTooLarge("a", size=10, limit=5)
+    assert (result.agent_id, result.size, result.limit) == ("a", 10, 5)
 
 
 @pytest.mark.parametrize(

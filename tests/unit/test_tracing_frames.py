@@ -58,13 +58,16 @@ def payload(frame: Any) -> dict[str, Any]:
 def test_spans_frames_survive_an_encode_decode_round_trip(
     run_id: int, spans: list[SpanRecord]
 ) -> None:
-    frame = Spans(id=run_id, spans=spans)
-    assert decode_payload(encode_frame(frame)[HEADER_SIZE:]) == frame
+    frame = Spans.of(run_id, spans)
+    decoded = decode_payload(encode_frame(frame)[HEADER_SIZE:])
+    assert decoded == frame
+    assert isinstance(decoded, Spans)
+    assert decoded.records() == spans
 
 
 def test_a_spans_frame_is_a_map_of_plain_span_maps() -> None:
     record = SpanRecord(name="chat m", span_id=7, start_ns=1, end_ns=2, parent_id=5, kind="client")
-    assert payload(Spans(id=3, spans=[record])) == {
+    assert payload(Spans.of(3, [record])) == {
         "kind": "spans",
         "id": 3,
         "spans": [
@@ -110,9 +113,27 @@ def test_old_and_new_peers_read_each_others_run_frames() -> None:
         {"spans": []},
     ],
 )
-def test_malformed_spans_frames_are_protocol_errors(fields: dict[str, Any]) -> None:
-    with pytest.raises(ProtocolError):
-        decode_payload(msgspec.msgpack.encode({"kind": "spans", **fields}))
+def test_malformed_spans_are_refused_when_read(fields: dict[str, Any]) -> None:
+    # The frame's spans stay raw until the run they belong to is known: only then are they
+    # decoded, and refused.
+    try:
+        frame = decode_payload(msgspec.msgpack.encode({"kind": "spans", **fields}))
+    except ProtocolError:
+        assert "id" not in fields  # only a frame without its run id is refused at once
+        return
+    assert isinstance(frame, Spans)
+    with pytest.raises(ValueError, match="malformed"):
+        frame.records()
+
+
+def test_spans_over_their_bound_are_refused_when_read() -> None:
+    from axon.protocol.frames import MAX_SPANS_BYTES
+
+    record = SpanRecord(name="x" * MAX_SPANS_BYTES, span_id=1, start_ns=0, end_ns=0)
+    frame = decode_payload(encode_frame(Spans.of(1, [record]))[HEADER_SIZE:])
+    assert isinstance(frame, Spans)
+    with pytest.raises(ValueError, match="limit"):
+        frame.records()
 
 
 def test_a_run_frame_with_a_malformed_trace_is_a_protocol_error() -> None:
@@ -155,12 +176,12 @@ def test_worker_spans_are_recreated_as_one_tree_under_the_request_span() -> None
     carrier = request.carrier()
     assert carrier is not None
     produced = worker_spans(carrier)
-    frame = Spans(id=1, spans=span_records(produced))
+    frame = Spans.of(1, span_records(produced))
     decoded = decode_payload(encode_frame(frame)[HEADER_SIZE:])
     assert isinstance(decoded, Spans)
 
     request.routed(1, 4242)
-    request.replay(decoded.spans)
+    request.replay(decoded.records())
     request.end("ok")
 
     spans = {s.name: s for s in exporter.get_finished_spans()}

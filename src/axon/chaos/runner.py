@@ -20,11 +20,21 @@ raise      its next run raises (SIGUSR1)                          0
 stall      its next run stalls until its deadline (SIGUSR2)       0
 storm      SIGKILL one agent's worker 6 times, each time it is    1 per kill (until
            back up (a crash loop)                                  the agent FAILs)
+hostile    the chaos run's own hostile agent attacks the          1 if the attack must
+           orchestrator from its worker (:mod:`axon.chaos.        get it killed, else 0
+           hostile`): an event bomb, a worker that stops
+           reading, floods, an over-long line, an oversize
+           result
 outage     the PostgreSQL store goes away for 2 s (every          0
            connection reset, new ones refused), then comes back;
            it goes the moment a COMMIT reaches it (if one does
            within 0.5 s): that commit is applied, never confirmed
 =========  ====================================================  =================
+
+A hostile fault strikes only the agent the run adds for it (:data:`~axon.chaos.hostile.
+HOSTILE_AGENT`, outside the load), never the config's agents, and adds the ``hostile`` verdict:
+each attack ended as it must, the agents no other fault struck had no error at all, and the
+orchestrator's memory stayed bounded (its peak RSS is sampled every 0.1 s and reported).
 
 A store outage needs a ``postgresql://`` store: the runtime reaches it through a
 :class:`~axon.testing.tcp_relay.TcpRelay` (the server itself is never touched, so other users of
@@ -48,7 +58,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from axon.chaos.hostile import ATTACKS, HOSTILE_AGENT, Strike, check_hostile, hostile_agent
 from axon.chaos.invariants import (
+    OK,
     STORE,
     ChaosRecord,
     ConversationHistory,
@@ -60,18 +72,30 @@ from axon.chaos.invariants import (
 )
 from axon.chaos.timeline import Recovery, StateChange, recovery_times, serving_intervals
 from axon.config import AxonConfig
+from axon.errors import AxonError
 from axon.loadtest import InProcessTarget, LoadReport, Plan, run_load
 from axon.loadtest import RequestRecord as LoadRecord
 from axon.runtime import Axon
 from axon.status import AgentStatus
-from axon.testing.helpers import pid_alive, wait_until
+from axon.testing.helpers import pid_alive, wait_until, wait_until_serving
 from axon.testing.link_relay import FaultyLinks
 from axon.testing.tcp_relay import TcpRelay
 from axon.worker.faults import ENV_VAR as FAULT_SIGNALS
 
 __all__ = ["FAULT_KINDS", "ChaosPlan", "ChaosResult", "run_chaos"]
 
-FAULT_KINDS = ("kill", "hang", "cut", "truncate", "slow", "raise", "stall", "storm", "outage")
+FAULT_KINDS = (
+    "kill",
+    "hang",
+    "cut",
+    "truncate",
+    "slow",
+    "raise",
+    "stall",
+    "storm",
+    "outage",
+    "hostile",
+)
 STORM_KILLS = 6
 """Kills in one crash storm: more than the default restart intensity (5 in 10 s) allows."""
 _STORM_WAIT = 10.0
@@ -93,6 +117,8 @@ OUTAGE_FOR = 2.0
 _STORE_POLL = 0.02
 _LOST_COMMIT_WAIT = 0.5
 _RECORDED = ("agent.state", "agent.restart", "agent.failed", "worker.ready", "worker.exit")
+_RSS_EVERY = 0.1
+_HOSTILE_TIMEOUT = 20.0
 
 
 @dataclass(frozen=True)
@@ -135,6 +161,12 @@ class ChaosResult:
     """Monotonic time the load began (timeline times are relative to it)."""
     skipped: int = 0
     """Faults that found no running worker to strike (every one was restarting)."""
+    strikes: list[Strike] = field(default_factory=list)
+    """What each ``hostile`` fault's attack did."""
+    start_rss: int = 0
+    """The orchestrator's RSS (bytes) when the load began."""
+    peak_rss: int = 0
+    """Its highest RSS during the run (sampled every 0.1 s)."""
 
     @property
     def passed(self) -> bool:
@@ -150,6 +182,10 @@ def targets_of(config: AxonConfig, plan: ChaosPlan) -> tuple[str, ...]:
             f"this config's store is {config.runtime.store!r}"
         )
     ids = [a.id for a in config.agents]
+    if "hostile" in plan.every and HOSTILE_AGENT in ids:
+        raise ValueError(
+            f"hostile faults add an agent {HOSTILE_AGENT!r} of their own; the config has one"
+        )
     if plan.targets is not None:
         unknown = [t for t in plan.targets if t not in ids]
         if unknown:
@@ -178,6 +214,9 @@ async def run_chaos(
                 )
             }
         )
+    load_agents = [a.id for a in config.agents]
+    if "hostile" in plan.every:
+        config = config.model_copy(update={"agents": (*config.agents, hostile_agent())})
     links = FaultyLinks()
     store_relay: TcpRelay | None = None
     if "outage" in plan.every:
@@ -195,13 +234,26 @@ async def run_chaos(
                     recorded.append((time.monotonic(), event, dict(fields)))
 
             axon.events.subscribe(record)
+
+            def exit_cause(pid: int) -> str | None:
+                return next(
+                    (
+                        str(f["cause"])
+                        for _, e, f in recorded
+                        if e == "worker.exit" and f.get("pid") == pid
+                    ),
+                    None,
+                )
+
             before = {a.id: a for a in axon.agents()}
             injector = _Injector(
-                axon, links, store_relay, targets, random.Random(plan.seed), on_fault
+                axon, links, store_relay, targets, random.Random(plan.seed), on_fault, exit_cause
             )
+            memory = _PeakRss()
+            sampling = asyncio.ensure_future(memory.sample())
             started = time.monotonic()
             load_plan = Plan(
-                agents=[a.id for a in config.agents],
+                agents=load_agents,
                 concurrency=plan.concurrency,
                 duration=plan.duration,
                 turns=plan.turns,
@@ -218,6 +270,7 @@ async def run_chaos(
                     task.cancel()
                 await asyncio.gather(*faulting, return_exceptions=True)
                 injector.resume_all()
+                sampling.cancel()
             await _settle(axon, injector, plan.settle)
             after = {a.id: a for a in axon.agents()}
             histories = [
@@ -245,15 +298,46 @@ async def run_chaos(
         StateChange(f["agent"], at, f["state"]) for at, e, f in recorded if e == "agent.state"
     ] + injector.store_changes
     serving = serving_intervals(changes, start=started)
+    verdicts = check_invariants(run)
+    if "hostile" in plan.every:
+        verdicts.append(
+            check_hostile(
+                injector.strikes,
+                run.requests,
+                injector.faults,
+                start_rss=memory.start,
+                peak_rss=memory.peak,
+            )
+        )
     return ChaosResult(
-        verdicts=check_invariants(run),
+        verdicts=verdicts,
         recoveries=recovery_times(injector.faults, serving),
         faults=injector.faults,
         load=report,
         load_plan=load_plan,
         started=started,
         skipped=injector.skipped,
+        strikes=injector.strikes,
+        start_rss=memory.start,
+        peak_rss=memory.peak,
     )
+
+
+class _PeakRss:
+    """The orchestrator's resident memory: at the start, and its peak while :meth:`sample`
+    runs."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._process = psutil.Process()
+        self.start = self._process.memory_info().rss
+        self.peak = self.start
+
+    async def sample(self) -> None:
+        while True:
+            self.peak = max(self.peak, self._process.memory_info().rss)
+            await asyncio.sleep(_RSS_EVERY)
 
 
 class _Injector:
@@ -267,8 +351,11 @@ class _Injector:
         targets: tuple[str, ...],
         rng: random.Random,
         on_fault: Callable[[Fault], None] | None,
+        exit_cause: Callable[[int], str | None],
     ) -> None:
         self._axon = axon
+        self._exit_cause = exit_cause
+        self.strikes: list[Strike] = []
         self._links = links
         self._store_relay = store_relay
         self.store_changes: list[StateChange] = []
@@ -290,6 +377,9 @@ class _Injector:
                 continue
             if kind == "outage":
                 await self.outage()
+                continue
+            if kind == "hostile":
+                await self.hostile()
                 continue
             # A fault that finds every worker restarting waits for one (up to its interval, at
             # most a few seconds) rather than being lost: each kind must get to strike.
@@ -344,6 +434,38 @@ class _Injector:
             self._struck.add(worker.pid)
             _signal(worker.pid, signal.SIGKILL)
             self._record(Fault("storm", agent, time.monotonic(), worker.pid, 1))
+
+    async def hostile(self) -> None:
+        """Make the hostile agent's running worker carry out an attack (chosen at random), wait
+        for the run's end (and, if the attack must get the worker killed, for its
+        replacement), and record what happened."""
+        try:
+            status = await wait_until(
+                self._axon,
+                HOSTILE_AGENT,
+                lambda s: any(w.state == "running" for w in s.workers),
+                timeout=_RETRY_FOR,
+            )
+        except TimeoutError:
+            self.skipped += 1
+            return
+        pid = next(w.pid for w in status.workers if w.state == "running")
+        attack = self._rng.choice(ATTACKS)
+        self._record(
+            Fault("hostile", HOSTILE_AGENT, time.monotonic(), pid, 1 if attack.kills else 0)
+        )
+        try:
+            await self._axon.send_message(HOSTILE_AGENT, attack.prompt, timeout=_HOSTILE_TIMEOUT)
+            outcome = OK
+        except AxonError as exc:
+            outcome = exc.type
+        if attack.kills and pid is not None:
+            with contextlib.suppress(TimeoutError):
+                await wait_until_serving(
+                    self._axon, HOSTILE_AGENT, replaced=[pid], timeout=_HOSTILE_TIMEOUT
+                )
+        cause = self._exit_cause(pid) if pid is not None else None
+        self.strikes.append(Strike(attack.name, pid, outcome, cause))
 
     async def outage(self) -> None:
         """Take the store away for :data:`OUTAGE_FOR` seconds (every connection reset, new

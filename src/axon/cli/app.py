@@ -22,7 +22,7 @@ Exit codes:
   ``conversation_busy``, ...), the server could not be reached (``server_unreachable``) or the
   connection broke (``connection_lost``); ``serve``: the runtime failed (e.g. the port is taken).
 - 2: bad usage or invalid input: an unknown option or a bad value, an invalid config,
-  ``invalid_request``, ``agent_not_found``, ``conversation_not_found``.
+  ``invalid_request``, ``history_too_large``, ``agent_not_found``, ``conversation_not_found``.
 - 3: authentication failed (``unauthorized``: the server requires a token and got none or a wrong
   one).
 - 130: interrupted (Ctrl-C); an interrupted ``send`` disconnects, which cancels its run.

@@ -86,6 +86,14 @@ def chaos(
         float | None,
         _every("outage", "2-second outages of the PostgreSQL store (needs a postgresql:// store)"),
     ] = None,
+    hostile_every: Annotated[
+        float | None,
+        _every(
+            "hostile",
+            "attacks on the orchestrator by a hostile worker (an agent the run adds: event "
+            "bomb, stop reading, floods, an over-long line, an oversize result)",
+        ),
+    ] = None,
     store: Annotated[
         str | None,
         typer.Option(
@@ -146,6 +154,7 @@ def chaos(
                 ("stall", stall_every),
                 ("storm", storm_every),
                 ("outage", outage_every),
+                ("hostile", hostile_every),
             )
             if seconds is not None
         }
@@ -223,6 +232,7 @@ def chaos(
             "throughput_rps": summary.throughput_rps,
             "faults": dict(Counter(f.kind for f in result.faults)),
             "faults_skipped": result.skipped,
+            "orchestrator_rss": {"start": result.start_rss, "peak": result.peak_rss},
             "timeline": timeline_to_dict(result.recoveries, start=result.started),
         }
         typer.echo(json.dumps(report, default=str))
@@ -239,6 +249,10 @@ def chaos(
                 timeline_table(result.recoveries, start=result.started),
                 verdict_table(result.verdicts),
             )
+        )
+        console.print(
+            f"orchestrator RSS: {result.start_rss / 2**20:.0f} MiB at the start, "
+            f"{result.peak_rss / 2**20:.0f} MiB at the peak"
         )
         verdict = "[green]every invariant held[/green]" if result.passed else "[red]FAILED[/red]"
         console.print(f"chaos: {verdict}")

@@ -11,6 +11,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
+import msgspec
 from fastapi import APIRouter, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -34,7 +35,7 @@ from axon.http.schemas import (
     ReadinessBody,
     ReplyBody,
 )
-from axon.http.sse import EVENT_NAMES, EventStreamResponse
+from axon.http.sse import EVENT_NAMES, EventStreamResponse, reply_fields
 from axon.replies import FinalResult, Reply, StreamEvent
 from axon.runtime import Axon
 
@@ -48,13 +49,16 @@ _ERROR_MEANINGS = {
     404: "No such agent, conversation or route.",
     409: "The conversation is busy (policy `reject`), its run was interrupted, or another "
     "orchestrator committed to it first.",
-    413: "The request body is larger than `runtime.max_body_bytes`.",
+    413: "The request body is larger than `runtime.max_body_bytes`, or the conversation's "
+    "history is larger than the agent's `max_history_bytes` (`history_too_large`).",
     415: "The body was not sent as `Content-Type: application/json`.",
     422: "A field is missing or invalid (empty or oversized prompt, bad conversation id, timeout "
     "out of bounds, unknown key).",
     429: "The agent's queue is full (back-pressure); retry after `Retry-After` seconds.",
-    502: "The worker crashed during the run (`agent_crashed`), or the agent raised "
-    "(`agent_run_failed`).",
+    502: "The worker crashed during the run (`agent_crashed`), the agent raised "
+    "(`agent_run_failed`), its result was over the agent's `max_result_bytes` "
+    "(`result_too_large`), or the worker sent something that breaks the protocol "
+    "(`protocol_error`).",
     503: "The agent is restarting or failed (`agent_unavailable`), the store is unreachable "
     "(`store_unavailable`), or the server is shutting down and the request did not finish "
     "within the grace period (`shutting_down`); retry after `Retry-After` seconds.",
@@ -219,8 +223,7 @@ def _api_routes() -> APIRouter:
                 return EventStreamResponse(relay, first)
             assert isinstance(first, FinalResult)
             return Response(
-                ReplyBody.model_validate(first.reply).model_dump_json(),
-                media_type="application/json",
+                msgspec.json.encode(reply_fields(first.reply)), media_type="application/json"
             )
         except ClientGone:
             return Response(status_code=CLIENT_CLOSED_REQUEST)

@@ -89,7 +89,8 @@ class ExitBody(_View):
     during_startup: bool
     cause: str = Field(
         description="requested, crashed, exited, startup_failed, spawn_failed, or why Axon "
-        "killed it: hung, ignored_cancel, startup_timeout, protocol, connection_lost."
+        "killed it: hung, ignored_cancel, startup_timeout, protocol, unresponsive, "
+        "connection_lost."
     )
 
 

@@ -16,19 +16,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from dataclasses import asdict
 from typing import Any
 
+import msgspec
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from axon.errors import AxonError
 from axon.http.errors import ShuttingDown, error_payload, status_of
 from axon.http.relay import ClientGone, RunRelay, watch_disconnect
-from axon.http.schemas import ReplyBody
-from axon.replies import FinalResult, StreamEvent, TextDelta, ToolCall, ToolResult
+from axon.replies import FinalResult, Reply, StreamEvent, TextDelta, ToolCall, ToolResult
 
-__all__ = ["EVENT_NAMES", "EventStreamResponse", "encode_event"]
+__all__ = ["EVENT_NAMES", "EventStreamResponse", "encode_event", "reply_fields"]
 
 EVENT_NAMES = ("text_delta", "tool_call", "tool_result", "final", "error")
 KEEPALIVE_SECONDS = 15.0
@@ -39,15 +38,46 @@ def _frame(name: str, data: Any) -> bytes:
     return f"event: {name}\ndata: {payload}\n\n".encode()
 
 
+def _raw_frame(name: str, data: dict[str, Any]) -> bytes:
+    """``_frame`` for data that holds JSON the worker produced (``msgspec.Raw``, relayed as it
+    is: it was checked when it arrived)."""
+    return b"event: " + name.encode() + b"\ndata: " + msgspec.json.encode(data) + b"\n\n"
+
+
 def encode_event(event: StreamEvent) -> bytes:
     if isinstance(event, TextDelta):
         return _frame("text_delta", {"text": event.text})
     if isinstance(event, ToolCall):
-        return _frame("tool_call", asdict(event))
+        return _raw_frame(
+            "tool_call",
+            {
+                "tool_name": event.tool_name,
+                "args": msgspec.Raw(event.args_json),
+                "tool_call_id": event.tool_call_id,
+            },
+        )
     if isinstance(event, ToolResult):
-        return _frame("tool_result", asdict(event))
+        return _raw_frame(
+            "tool_result",
+            {
+                "tool_name": event.tool_name,
+                "content": msgspec.Raw(event.content_json),
+                "tool_call_id": event.tool_call_id,
+            },
+        )
     assert isinstance(event, FinalResult)
-    return _frame("final", ReplyBody.model_validate(event.reply).model_dump(mode="json"))
+    return _raw_frame("final", reply_fields(event.reply))
+
+
+def reply_fields(reply: Reply) -> dict[str, Any]:
+    """A reply as the fields of ``ReplyBody``, its output and usage relayed as they are."""
+    return {
+        "output": msgspec.Raw(reply.output_json),
+        "conversation_id": reply.conversation_id,
+        "run_id": reply.run_id,
+        "agent_id": reply.agent_id,
+        "usage": msgspec.Raw(reply.usage_json),
+    }
 
 
 def encode_error(exc: AxonError) -> bytes:

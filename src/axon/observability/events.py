@@ -61,7 +61,7 @@ EVENTS: dict[str, EventKind] = {
         (*_WORKER, "exit_code", "signal", "reason", "cause", "was_ready"),
         "a worker process ended; WARNING unless the exit was asked for. `cause`: requested, "
         "crashed, exited, startup_failed, spawn_failed, hung, ignored_cancel, startup_timeout, "
-        "protocol, connection_lost",
+        "protocol, unresponsive, connection_lost",
     ),
     "worker.hung": EventKind(
         (_E,), (*_WORKER, "silent_s"), "no heartbeat answer for `silent_s`: it will be killed"
@@ -71,6 +71,12 @@ EVENTS: dict[str, EventKind] = {
         (_I, _W),
         (*_WORKER, "stream", "line"),
         "one line the worker printed; WARNING for stderr",
+    ),
+    "worker.output_dropped": EventKind(
+        (_W,),
+        (*_WORKER, "stream", "lines"),
+        "`lines` lines the worker printed were not logged (it printed faster than the log's "
+        "rate limit); they were read all the same",
     ),
     "zygote.ready": EventKind(
         (_I,),
@@ -92,6 +98,11 @@ EVENTS: dict[str, EventKind] = {
         (_I, _W),
         ("agent", "pid", "stream", "line"),
         "one line a zygote printed; WARNING for stderr",
+    ),
+    "zygote.output_dropped": EventKind(
+        (_W,),
+        ("agent", "pid", "stream", "lines"),
+        "`lines` lines a zygote printed were not logged (over the log's rate limit)",
     ),
     "agent.restart": EventKind(
         (_W,),
@@ -117,7 +128,10 @@ EVENTS: dict[str, EventKind] = {
         (_W,), ("agent", "conversation", "timeout_s"), "a request reached its deadline"
     ),
     "protocol.error": EventKind(
-        (_E,), (*_WORKER, "message"), "a malformed frame between orchestrator and worker"
+        (_E,),
+        (*_WORKER, "message"),
+        "a worker broke the protocol (a malformed frame, a result that is not a message list, "
+        "a pong to no ping, ...); past a small budget of these it is killed",
     ),
     "task.failed": EventKind(
         (_E,), ("owner", "task", "error"), "a background task raised (a bug in Axon)"

@@ -145,7 +145,7 @@ class RuntimeMetrics:
             "axon_worker_exits_total",
             "Worker process exits, by agent and cause (requested, crashed, exited, "
             "startup_failed, spawn_failed, hung, ignored_cancel, startup_timeout, protocol, "
-            "connection_lost).",
+            "unresponsive, connection_lost).",
             ("agent", "cause"),
             registry=registry,
         )

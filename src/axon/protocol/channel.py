@@ -10,7 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from axon.protocol.codec import HEADER_SIZE, decode_header, decode_payload, encode_frame
+from axon.protocol.codec import (
+    HEADER_SIZE,
+    MAX_FRAME_SIZE,
+    FrameDecoder,
+    decode_header,
+    encode_frame,
+)
 from axon.protocol.frames import Frame
 
 __all__ = ["ChannelClosed", "FrameChannel"]
@@ -21,26 +27,42 @@ class ChannelClosed(ConnectionError):
 
 
 class FrameChannel:
-    """Sends and receives frames on one stream connection."""
+    """Sends and receives frames on one stream connection.
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    ``decoder`` decodes what the peer may send; frames over ``max_recv`` bytes are refused
+    (``FrameTooLarge``: close the channel), and frames over ``max_send`` are never sent
+    (``FrameTooLarge`` from ``send_nowait``, nothing written).
+    """
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        decoder: FrameDecoder,
+        *,
+        max_recv: int = MAX_FRAME_SIZE,
+        max_send: int = MAX_FRAME_SIZE,
+    ) -> None:
         self._reader = reader
         self._writer = writer
+        self._decoder = decoder
+        self._max_recv = max_recv
+        self._max_send = max_send
 
     async def recv(self) -> Frame:
         """The next frame.
 
-        Raises ``ChannelClosed`` at EOF; ``FrameTooLarge`` if the header is absurd (close the
-        channel then); ``ProtocolError`` if the payload is not a valid frame (the channel stays
-        in sync and can go on).
+        Raises ``ChannelClosed`` at EOF; ``FrameTooLarge`` if the header is over the limit
+        (close the channel then); ``ProtocolError`` if the payload is not a valid frame (the
+        channel stays in sync and can go on).
         """
         try:
             header = await self._reader.readexactly(HEADER_SIZE)
-            size = decode_header(header)
+            size = decode_header(header, self._max_recv)
             payload = await self._reader.readexactly(size)
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
             raise ChannelClosed("peer closed the connection") from exc
-        return decode_payload(payload)
+        return self._decoder.decode(payload)
 
     async def send(self, frame: Frame) -> None:
         """Write one frame; ``ChannelClosed`` if the connection is gone."""
@@ -55,10 +77,16 @@ class FrameChannel:
             raise ChannelClosed("peer closed the connection") from exc
 
     def send_nowait(self, frame: Frame) -> None:
-        """Queue one frame without waiting for the buffer to drain."""
+        """Queue one frame without waiting for the buffer to drain. ``FrameTooLarge`` (nothing
+        queued) if it encodes to more than ``max_send`` bytes."""
         if self._writer.is_closing():
             raise ChannelClosed("channel is closed")
-        self._writer.write(encode_frame(frame))
+        self._writer.write(encode_frame(frame, self._max_send))
+
+    @property
+    def buffered(self) -> int:
+        """Bytes written but not yet taken by the peer (what a peer that stops reading grows)."""
+        return self._writer.transport.get_write_buffer_size()
 
     def write_raw(self, data: bytes) -> None:
         """Write raw bytes (used by tests and fault injection to send malformed traffic)."""

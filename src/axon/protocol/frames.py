@@ -1,13 +1,22 @@
-"""Frame types of the orchestrator <-> worker protocol, version 1.
+"""Frame types of the orchestrator <-> worker protocol, version 2.
 
 Every frame is a msgpack map tagged by its ``kind`` field; msgspec validates each frame against
 these types when it is decoded, so an unknown kind or a missing/mistyped field is rejected before
 any code acts on it. Frames that belong to a run carry its ``id`` (unique per connection, chosen
 by the orchestrator), which is what lets many runs share one socket.
 
-Orchestrator -> worker: ``run``, ``cancel``, ``ping``, ``shutdown``.
-Worker -> orchestrator: ``hello``, ``ready``, ``event``, ``spans``, ``result``, ``error``,
-``pong``.
+Orchestrator -> worker (:data:`ToWorker`): ``run``, ``cancel``, ``ping``, ``shutdown``, ``error``.
+Worker -> orchestrator (:data:`ToOrchestrator`): ``hello``, ``ready``, ``text_delta``,
+``tool_call``, ``tool_result``, ``spans``, ``result``, ``error``, ``pong``.
+
+A worker is untrusted input, so what it sends costs the orchestrator no more to decode than its
+size on the wire: every field of a worker frame has a concrete type (strings, integers, bytes),
+never "any msgpack"; what the agent produced (its output, a tool's arguments or result, its
+usage) travels as JSON bytes that the orchestrator checks and relays without building Python
+objects from them (it decodes them only when a caller of the Python API reads them); the two
+payloads that must be decoded (an error's facts, a traced run's spans) are kept as raw msgpack
+until the run they belong to is known, and are decoded only below a size bound. Unknown fields
+are skipped without being built.
 """
 
 from __future__ import annotations
@@ -17,10 +26,11 @@ from typing import Any
 import msgspec
 
 __all__ = [
+    "MAX_ERROR_BYTES",
+    "MAX_SPANS_BYTES",
     "PROTOCOL_VERSION",
     "Cancel",
     "Error",
-    "Event",
     "Frame",
     "Hello",
     "Ping",
@@ -28,13 +38,23 @@ __all__ = [
     "Ready",
     "Result",
     "Run",
+    "RunEvent",
     "Shutdown",
     "SpanEventRecord",
     "SpanRecord",
     "Spans",
+    "TextDelta",
+    "ToOrchestrator",
+    "ToWorker",
+    "ToolCall",
+    "ToolResult",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+MAX_ERROR_BYTES = 65_536
+"""Largest error payload (an ``AxonError``'s type, message and facts) that is decoded."""
+MAX_SPANS_BYTES = 4 * 2**20
+"""Largest ``spans`` payload that is decoded; a larger one is dropped (the run is not)."""
 
 
 class _Frame(msgspec.Struct, tag_field="kind", forbid_unknown_fields=False, omit_defaults=True):
@@ -50,7 +70,7 @@ class Hello(_Frame, tag="hello"):
 
 
 class Ready(_Frame, tag="ready"):
-    """The worker imported its agent and can serve runs now."""
+    """The worker imported its agent and can serve runs now (sent once)."""
 
     protocol: int
     pid: int
@@ -79,23 +99,44 @@ class Cancel(_Frame, tag="cancel"):
     id: int
 
 
-class Event(_Frame, tag="event"):
-    """A streaming event of run ``id``: ``type`` is ``text_delta``, ``tool_call`` or
-    ``tool_result``; ``data`` holds its fields."""
+class TextDelta(_Frame, tag="text_delta"):
+    """A chunk of run ``id``'s answer text (streamed runs)."""
 
     id: int
-    type: str
-    data: dict[str, Any] = {}
+    text: str
+
+
+class ToolCall(_Frame, tag="tool_call"):
+    """Run ``id`` called a tool; ``args`` are its arguments as JSON (streamed runs)."""
+
+    id: int
+    tool_name: str
+    args: bytes
+    tool_call_id: str
+
+
+class ToolResult(_Frame, tag="tool_result"):
+    """A tool of run ``id`` returned; ``content`` is what it returned, as JSON (streamed runs)."""
+
+    id: int
+    tool_name: str
+    content: bytes
+    tool_call_id: str
+
+
+RunEvent = TextDelta | ToolCall | ToolResult
+"""A streaming event of a run."""
 
 
 class Result(_Frame, tag="result"):
-    """Run ``id`` succeeded. ``messages`` are its new messages as pydantic-ai JSON."""
+    """Run ``id`` succeeded. ``messages`` are its new messages as pydantic-ai JSON; ``output``
+    and ``usage`` are JSON too."""
 
     id: int
-    output: Any
+    output: bytes
     messages: bytes
     run_id: str | None = None
-    usage: dict[str, Any] = {}
+    usage: bytes = b"{}"
 
 
 class SpanEventRecord(msgspec.Struct, omit_defaults=True):
@@ -128,20 +169,58 @@ class SpanRecord(msgspec.Struct, omit_defaults=True):
     scope_version: str | None = None
 
 
+_spans_encoder = msgspec.msgpack.Encoder()
+_spans_decoder = msgspec.msgpack.Decoder(list[SpanRecord])
+
+
 class Spans(_Frame, tag="spans"):
-    """The finished spans of traced run ``id``, sent just before its ``result`` or ``error``."""
+    """The finished spans of traced run ``id``, sent just before its ``result`` or ``error``:
+    a msgpack list of :class:`SpanRecord`, decoded by :meth:`records` once the run is known."""
 
     id: int
-    spans: list[SpanRecord] = []
+    spans: msgspec.Raw
+
+    @classmethod
+    def of(cls, run_id: int, records: list[SpanRecord]) -> Spans:
+        return cls(id=run_id, spans=msgspec.Raw(_spans_encoder.encode(records)))
+
+    def records(self) -> list[SpanRecord]:
+        """The spans; ``ValueError`` if they are over :data:`MAX_SPANS_BYTES` or malformed."""
+        if len(self.spans) > MAX_SPANS_BYTES:
+            raise ValueError(f"{len(self.spans)} bytes of spans (limit {MAX_SPANS_BYTES})")
+        try:
+            return _spans_decoder.decode(self.spans)
+        except (msgspec.DecodeError, RecursionError) as exc:
+            raise ValueError(f"malformed spans: {exc}") from None
+
+
+ErrorFact = str | int | float | bool | None
+_error_encoder = msgspec.msgpack.Encoder()
+_error_decoder = msgspec.msgpack.Decoder(dict[str, ErrorFact])
 
 
 class Error(_Frame, tag="error"):
     """Run ``id`` failed, or (``id`` is None) the peer rejected a frame or failed to start.
 
-    ``error`` is an ``AxonError.to_dict()`` payload (``type``, ``message`` and facts)."""
+    ``error`` is an ``AxonError.to_dict()`` payload (``type``, ``message`` and facts, each a
+    string, number, boolean or null) as raw msgpack, decoded by :meth:`payload`."""
 
-    error: dict[str, Any]
+    error: msgspec.Raw
     id: int | None = None
+
+    @classmethod
+    def of(cls, run_id: int | None, error: dict[str, Any]) -> Error:
+        return cls(error=msgspec.Raw(_error_encoder.encode(error)), id=run_id)
+
+    def payload(self) -> dict[str, ErrorFact]:
+        """The error's fields; ``ValueError`` if they are over :data:`MAX_ERROR_BYTES` or are
+        not a map of names to plain values."""
+        if len(self.error) > MAX_ERROR_BYTES:
+            raise ValueError(f"an error of {len(self.error)} bytes (limit {MAX_ERROR_BYTES})")
+        try:
+            return _error_decoder.decode(self.error)
+        except (msgspec.DecodeError, RecursionError) as exc:
+            raise ValueError(f"malformed error payload: {exc}") from None
 
 
 class Ping(_Frame, tag="ping"):
@@ -160,4 +239,8 @@ class Shutdown(_Frame, tag="shutdown"):
     grace: float = 5.0
 
 
-Frame = Hello | Ready | Run | Cancel | Event | Spans | Result | Error | Ping | Pong | Shutdown
+ToWorker = Run | Cancel | Ping | Shutdown | Error
+"""What the orchestrator sends."""
+ToOrchestrator = Hello | Ready | TextDelta | ToolCall | ToolResult | Spans | Result | Error | Pong
+"""What a worker sends."""
+Frame = ToWorker | ToOrchestrator

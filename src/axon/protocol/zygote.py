@@ -2,8 +2,9 @@
 (:mod:`axon.worker.fork_server`) and its zygotes (:mod:`axon.worker.zygote`).
 
 A ``SOCK_SEQPACKET`` socket pair, one msgpack message per packet; file descriptors travel with
-their message (``SCM_RIGHTS``): the new process's stdout and stderr pipes with both fork
-requests, and the new agent zygote's channel with :class:`ForkZygote`.
+their message (``SCM_RIGHTS``): the new process's channel (the new agent zygote's control
+channel, or the new worker's end of its connection to the orchestrator), then its stdout and
+stderr pipes, with both fork requests.
 """
 
 from __future__ import annotations
@@ -36,10 +37,9 @@ class ForkZygote(msgspec.Struct, tag="fork_zygote", frozen=True):
 
 
 class ForkWorker(msgspec.Struct, tag="fork_worker", frozen=True):
-    """To an agent zygote: fork a worker connecting to ``socket``, its stdout and stderr on
-    the two pipes passed with this message; ``orchestrator``: the pid it must die with."""
+    """To an agent zygote: fork a worker; passed with it: the worker's end of its connection to
+    the orchestrator, its stdout and its stderr. ``orchestrator``: the pid it must die with."""
 
-    socket: str
     settings: bytes
     orchestrator: int
 

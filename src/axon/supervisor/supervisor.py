@@ -32,7 +32,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 from axon._tasks import TaskSet
@@ -89,7 +88,6 @@ class AgentSupervisor:
         spec: AgentSpec,
         supervision: SupervisorSpec,
         *,
-        socket_dir: Path,
         tasks: TaskSet,
         on_capacity: Callable[[], None] = lambda: None,
         events: EventBus | None = None,
@@ -100,7 +98,6 @@ class AgentSupervisor:
     ) -> None:
         self.spec = spec
         self.supervision = supervision
-        self._socket_dir = socket_dir
         self._tasks = tasks
         self._on_capacity = on_capacity
         self._events = events or EventBus()
@@ -263,7 +260,6 @@ class AgentSupervisor:
             self.supervision,
             index=slot.index,
             generation=slot.generation,
-            socket_dir=self._socket_dir,
             on_capacity=self._worker_capacity_changed,
             on_load=self._notify_change,
             events=self._events,

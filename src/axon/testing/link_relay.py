@@ -1,8 +1,8 @@
 """Fault injection on the link between the orchestrator and a worker (like toxiproxy).
 
-Give a :class:`FaultyLinks` to a runtime and every worker connects through its own
-:class:`LinkRelay`, a Unix-socket relay in front of the worker's socket, on which a test (or
-``axon chaos``) injects faults while runs go through it::
+Give a :class:`FaultyLinks` to a runtime and every worker talks to the orchestrator through its
+own :class:`LinkRelay`, a relay between the worker's socket and the orchestrator's, on which a
+test (or ``axon chaos``) injects faults while runs go through it::
 
     from axon.testing.link_relay import FaultyLinks
 
@@ -25,11 +25,7 @@ Everything runs on the event loop of the runtime.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import itertools
-import shutil
-import tempfile
-from pathlib import Path
+import socket
 from typing import Literal
 
 __all__ = ["Direction", "FaultyLinks", "LinkRelay"]
@@ -41,12 +37,12 @@ _CHUNK = 65536
 
 
 class LinkRelay:
-    """One worker's link: relays the worker's connection to the handle's socket, with faults."""
+    """One worker's link: relays between the worker's socket and the orchestrator's end of the
+    connection, with faults."""
 
-    def __init__(self, target: Path, path: Path) -> None:
-        self.target = target
-        self._path = path
-        self._server: asyncio.Server | None = None
+    def __init__(self, upstream: socket.socket) -> None:
+        self._upstream = upstream
+        self._relay_end, self._worker_socket = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self._writers: list[asyncio.StreamWriter] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._flowing = asyncio.Event()
@@ -55,29 +51,39 @@ class LinkRelay:
         self._slice: tuple[int, float] | None = None
         self._budget: dict[str, int | None] = {"to_worker": None, "to_orchestrator": None}
         self.connected = asyncio.Event()
-        """Set once the worker connected through this relay."""
+        """Set once the relay is carrying the worker's connection."""
         self.forwarded = {"to_worker": 0, "to_orchestrator": 0}
         """Bytes forwarded so far, each way."""
         self._seen = {"to_worker": b"", "to_orchestrator": b""}
         self._read = asyncio.Condition()
 
     @property
-    def path(self) -> Path:
-        return self._path
+    def worker_socket(self) -> socket.socket:
+        return self._worker_socket
 
     async def start(self) -> LinkRelay:
-        self._server = await asyncio.start_unix_server(self._accept, path=str(self._path))
+        try:
+            up_reader, up_writer = await asyncio.open_unix_connection(sock=self._upstream)
+            worker_reader, worker_writer = await asyncio.open_unix_connection(sock=self._relay_end)
+        except BaseException:
+            for sock in (self._upstream, self._relay_end, self._worker_socket):
+                sock.close()
+            raise
+        self._writers += [up_writer, worker_writer]
+        self.connected.set()
+        task = asyncio.get_running_loop().create_task(
+            self._serve(worker_reader, worker_writer, up_reader, up_writer)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         return self
 
     async def aclose(self) -> None:
-        if self._server is not None:
-            self._server.close()
         self._abort_all()
+        self._worker_socket.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        with contextlib.suppress(FileNotFoundError):
-            self._path.unlink()
 
     # -- faults -------------------------------------------------------------------------------
 
@@ -124,25 +130,13 @@ class LinkRelay:
 
     # -- relaying -----------------------------------------------------------------------------
 
-    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.connected.is_set():  # one worker, one connection
-            writer.close()
-            return
-        self.connected.set()
-        task = asyncio.get_running_loop().create_task(self._serve(reader, writer))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def _serve(
-        self, worker_reader: asyncio.StreamReader, worker_writer: asyncio.StreamWriter
+        self,
+        worker_reader: asyncio.StreamReader,
+        worker_writer: asyncio.StreamWriter,
+        up_reader: asyncio.StreamReader,
+        up_writer: asyncio.StreamWriter,
     ) -> None:
-        self._writers.append(worker_writer)
-        try:
-            up_reader, up_writer = await asyncio.open_unix_connection(str(self.target))
-        except OSError:
-            _abort(worker_writer)
-            return
-        self._writers.append(up_writer)
         await asyncio.gather(
             self._pump(worker_reader, up_writer, "to_orchestrator"),
             self._pump(up_reader, worker_writer, "to_worker"),
@@ -194,15 +188,14 @@ class FaultyLinks:
     """A ``worker_links`` for :class:`~axon.Axon`: a :class:`LinkRelay` per worker start."""
 
     def __init__(self) -> None:
-        self._dir = Path(tempfile.mkdtemp(prefix="axon-links-"))
-        self._serial = itertools.count(1)
         self._current: dict[tuple[str, int], LinkRelay] = {}
         self.opened = 0
         """Relays made so far (one per worker start)."""
 
-    async def open(self, agent_id: str, index: int, generation: int, target: Path) -> LinkRelay:
-        relay = LinkRelay(target, self._dir / f"l{next(self._serial)}.sock")
-        await relay.start()
+    async def open(
+        self, agent_id: str, index: int, generation: int, worker_end: socket.socket
+    ) -> LinkRelay:
+        relay = await LinkRelay(worker_end).start()
         self._current[(agent_id, index)] = relay
         self.opened += 1
         return relay
@@ -215,8 +208,8 @@ class FaultyLinks:
             raise LookupError(f"worker {index} of {agent_id!r} has not started") from None
 
     def close(self) -> None:
-        """Remove the relays' socket directory (after the runtime stopped)."""
-        shutil.rmtree(self._dir, ignore_errors=True)
+        """Forget the relays (after the runtime stopped; each closed with its worker)."""
+        self._current.clear()
 
 
 def _abort(writer: asyncio.StreamWriter) -> None:

@@ -30,7 +30,6 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import msgspec
 
@@ -49,6 +48,7 @@ from axon.protocol.zygote import (
     decode,
     encode,
 )
+from axon.worker.output import OutputPump
 
 __all__ = ["FORK_SUPPORTED", "ForkServer", "ForkedProcess"]
 
@@ -341,15 +341,14 @@ class ForkServer:
     # -- forking ----------------------------------------------------------------------------
 
     async def fork_worker(
-        self, spec: AgentSpec, settings: bytes, connect_to: Path
+        self, spec: AgentSpec, settings: bytes, connection: int
     ) -> ForkedProcess | None:
-        """A worker of ``spec`` forked from its agent zygote, or None (start it cold)."""
+        """A worker of ``spec`` forked from its agent zygote, or None (start it cold).
+        ``connection``: the file descriptor of the worker's end of its connection."""
         zygote = await self._agent_zygote(spec)
         if zygote is None:
             return None
-        forked = await _fork_request(
-            zygote.channel, ForkWorker(str(connect_to), settings, os.getpid())
-        )
+        forked = await _fork_request(zygote.channel, ForkWorker(settings, os.getpid()), connection)
         if forked is None:
             return None
         pid, out_r, err_r = forked
@@ -484,15 +483,15 @@ class ForkServer:
         self, agent: str | None, pid: int, stream: asyncio.StreamReader, name: str
     ) -> None:
         level = logging.WARNING if name == "stderr" else logging.INFO
-        while line := await stream.readline():
-            self._events.emit(
-                "zygote.output",
-                level,
-                agent=agent,
-                pid=pid,
-                stream=name,
-                line=line.decode(errors="replace").rstrip(),
-            )
+        fields = {"agent": agent, "pid": pid, "stream": name}
+
+        def emit(line: str) -> None:
+            self._events.emit("zygote.output", level, **fields, line=line)
+
+        def dropped(count: int) -> None:
+            self._events.emit("zygote.output_dropped", logging.WARNING, **fields, lines=count)
+
+        await OutputPump(emit, dropped).run(stream)
 
 
 def _modules_of(spec: AgentSpec) -> list[str]:

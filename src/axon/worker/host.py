@@ -2,7 +2,7 @@
 
 Life of a worker process::
 
-    connect to the orchestrator's socket -> send ``hello``
+    take its end of the connection (a socket pair made by the orchestrator) -> send ``hello``
     import the agent (and deps factory)  -> send ``ready``   (or ``error`` + exit 3)
     serve frames until ``shutdown`` (exit 0) or EOF without a shutdown (exit 5)
 
@@ -26,20 +26,20 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import sys
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import msgspec
-from pydantic_core import to_jsonable_python
+from pydantic_core import to_json
 
-from axon.errors import AgentRunFailed, AgentTimeout, AxonError, ProtocolError
+from axon.errors import AgentRunFailed, AgentTimeout, AxonError, ProtocolError, ResultTooLarge
 from axon.protocol.channel import ChannelClosed, FrameChannel
-from axon.protocol.codec import FrameTooLarge
+from axon.protocol.codec import MAX_FRAME_SIZE, FrameTooLarge, from_orchestrator
 from axon.protocol.frames import (
     PROTOCOL_VERSION,
     Cancel,
     Error,
-    Event,
     Frame,
     Hello,
     Ping,
@@ -49,6 +49,9 @@ from axon.protocol.frames import (
     Run,
     Shutdown,
     Spans,
+    TextDelta,
+    ToolCall,
+    ToolResult,
 )
 from axon.worker.faults import FaultArms
 from axon.worker.prctl import die_with_parent, set_process_name
@@ -74,6 +77,10 @@ EXIT_CONNECTION_LOST = 5
 """The connection closed without a ``shutdown`` frame: not a stop we were asked for."""
 
 
+_MAX_REMOTE_MESSAGE = 8192
+"""Characters of an agent's exception message that are sent (the rest is cut)."""
+
+
 class WorkerSettings(msgspec.Struct, frozen=True):
     """What the orchestrator tells a worker on its command line (as JSON)."""
 
@@ -82,6 +89,8 @@ class WorkerSettings(msgspec.Struct, frozen=True):
     model: str | None = None
     deps: str | None = None
     max_concurrency: int = 32
+    max_result_bytes: int = MAX_FRAME_SIZE
+    """The largest frame this worker may send (the agent's ``max_result_bytes``)."""
 
 
 def _log(message: str) -> None:
@@ -96,7 +105,7 @@ def warm_up() -> None:
     from pydantic_ai import ModelMessagesTypeAdapter
     from pydantic_ai.messages import ModelRequest, ModelResponse, TextPart, UserPromptPart
 
-    from axon.protocol.codec import decode_payload, encode_frame
+    from axon.protocol.codec import encode_frame, from_worker
 
     messages = [
         ModelRequest(parts=[UserPromptPart("warm up")]),
@@ -104,11 +113,11 @@ def warm_up() -> None:
     ]
     encoded = ModelMessagesTypeAdapter.dump_json(messages)
     ModelMessagesTypeAdapter.validate_json(encoded)
-    to_jsonable_python({"output": "warm up", "usage": [1, 2]})
+    to_json({"output": "warm up", "usage": [1, 2]})
     run = Run(id=1, prompt="warm up", history=encoded, conversation_id="c", timeout=1.0)
-    decode_payload(encode_frame(run)[4:])
-    result = Result(id=1, output="warm up", messages=encoded, run_id="r", usage={})
-    decode_payload(encode_frame(result)[4:])
+    from_orchestrator.decode(encode_frame(run)[4:])
+    result = Result(id=1, output=b'"warm up"', messages=encoded, run_id="r")
+    from_worker.decode(encode_frame(result)[4:])
     asyncio.run(_warm_up_runs(messages))
 
 
@@ -221,10 +230,11 @@ class WorkerHost:
                     token.cancel()
                 if self._faults is not None:
                     self._faults.cancel(run_id)
-            case Error(error=error):
+            case Error():
                 # The orchestrator rejected a frame of ours: log it, never answer an error
                 # with an error.
-                _log(f"orchestrator reported: {error.get('message')}")
+                with contextlib.suppress(ValueError):
+                    _log(f"orchestrator reported: {frame.payload().get('message')}")
             case _:
                 self._send_error(None, ProtocolError(f"unexpected frame {type(frame).__name__}"))
 
@@ -263,30 +273,50 @@ class WorkerHost:
                         result = await self._agent.run(frame.prompt, **kwargs)
             answer = Result(
                 id=frame.id,
-                output=to_jsonable_python(result.output),
+                output=to_json(result.output),
                 messages=ModelMessagesTypeAdapter.dump_json(result.new_messages()),
                 run_id=result.run_id,
-                usage=to_jsonable_python(result.usage),
+                usage=to_json(result.usage),
             )
         except RunTimedOut:  # a subclass of RunCancelled: catch it first
             err = AgentTimeout(self._settings.agent_id, timeout=frame.timeout or 0.0)
-            answer = Error(id=frame.id, error=err.to_dict())
+            answer = Error.of(frame.id, err.to_dict())
         except RunCancelled:
-            answer = Error(id=frame.id, error={"type": "cancelled", "message": "run cancelled"})
+            answer = Error.of(frame.id, {"type": "cancelled", "message": "run cancelled"})
         except ChannelClosed:
             pass
+        except FrameTooLarge as exc:  # one event of the stream was over the limit
+            answer = Error.of(frame.id, self._too_large(exc).to_dict())
         except Exception as exc:
-            remote = AgentRunFailed(
-                self._settings.agent_id, remote_type=type(exc).__name__, remote_message=str(exc)
-            )
-            answer = Error(id=frame.id, error=remote.to_dict())
+            answer = Error.of(frame.id, self._run_failed(exc).to_dict())
         finally:
             self._tokens.pop(frame.id, None)
             self._tasks.pop(frame.id, None)
         if answer is not None:
             if spans:
                 self._send_spans(frame.id, spans)
-            self._send(answer)
+            self._answer(frame.id, answer)
+
+    def _answer(self, run_id: int, answer: Result | Error) -> None:
+        """Send how run ``run_id`` ended. A result over ``max_result_bytes`` fails the run alone
+        (``ResultTooLarge``): nothing of what is sent for one run can end the others."""
+        try:
+            self._channel.send_nowait(answer)
+        except ChannelClosed:
+            pass
+        except FrameTooLarge as exc:
+            self._send(Error.of(run_id, self._too_large(exc).to_dict()))
+
+    def _too_large(self, exc: FrameTooLarge) -> ResultTooLarge:
+        return ResultTooLarge(self._settings.agent_id, size=exc.size, limit=exc.limit)
+
+    def _run_failed(self, exc: Exception) -> AgentRunFailed:
+        message = str(exc)
+        if len(message) > _MAX_REMOTE_MESSAGE:
+            message = f"{message[:_MAX_REMOTE_MESSAGE]}... [{len(message)} characters]"
+        return AgentRunFailed(
+            self._settings.agent_id, remote_type=type(exc).__name__, remote_message=message
+        )
 
     def _worker_tracing(self) -> WorkerTracing:
         if self._tracing is None:
@@ -301,7 +331,7 @@ class WorkerHost:
         from axon.observability.tracing import span_records
 
         try:
-            frame = Spans(id=run_id, spans=span_records(spans))
+            frame = Spans.of(run_id, span_records(spans))
             self._channel.send_nowait(frame)
         except ChannelClosed:
             pass
@@ -323,49 +353,54 @@ class WorkerHost:
         async with self._agent.run_stream_events(frame.prompt, **kwargs) as events:
             async for event in events:
                 if isinstance(event, PartDeltaEvent) and isinstance(event.delta, TextPartDelta):
-                    self._event(frame.id, "text_delta", {"text": event.delta.content_delta})
+                    self._event(TextDelta(id=frame.id, text=event.delta.content_delta))
                 elif (
                     isinstance(event, PartStartEvent)
                     and isinstance(event.part, TextPart)
                     and event.part.content
                 ):
-                    self._event(frame.id, "text_delta", {"text": event.part.content})
+                    self._event(TextDelta(id=frame.id, text=event.part.content))
                 elif isinstance(event, FunctionToolCallEvent):
                     part = event.part
-                    data = {
-                        "tool_name": part.tool_name,
-                        "args": _tool_args(part),
-                        "tool_call_id": part.tool_call_id,
-                    }
-                    self._event(frame.id, "tool_call", data)
+                    call = ToolCall(
+                        id=frame.id,
+                        tool_name=part.tool_name,
+                        args=_tool_args(part),
+                        tool_call_id=part.tool_call_id,
+                    )
+                    self._event(call)
                 elif isinstance(event, FunctionToolResultEvent):
                     part = event.part
-                    data = {
-                        "tool_name": part.tool_name,
-                        "content": to_jsonable_python(part.content),
-                        "tool_call_id": part.tool_call_id,
-                    }
-                    self._event(frame.id, "tool_result", data)
+                    returned = ToolResult(
+                        id=frame.id,
+                        tool_name=part.tool_name,
+                        content=to_json(part.content),
+                        tool_call_id=part.tool_call_id,
+                    )
+                    self._event(returned)
                 elif isinstance(event, AgentRunResultEvent):
                     result = event.result
         if result is None:
             raise RuntimeError("the agent's event stream ended without a result")
         return result
 
-    def _event(self, run_id: int, kind: str, data: dict[str, Any]) -> None:
-        self._send(Event(id=run_id, type=kind, data=data))
+    def _event(self, event: TextDelta | ToolCall | ToolResult) -> None:
+        """Send one event of a streamed run; ``FrameTooLarge`` (its run fails) if it is over
+        ``max_result_bytes``."""
+        with contextlib.suppress(ChannelClosed):
+            self._channel.send_nowait(event)
 
     def _send(self, frame: Frame) -> None:
         with contextlib.suppress(ChannelClosed):
             self._channel.send_nowait(frame)
 
     def _send_error(self, run_id: int | None, err: AxonError) -> None:
-        self._send(Error(id=run_id, error=err.to_dict()))
+        self._send(Error.of(run_id, err.to_dict()))
 
     async def _reject(self, exc: ProtocolError) -> None:
         _log(f"protocol error: {exc.message}")
         with contextlib.suppress(ChannelClosed):
-            await self._channel.send(Error(id=None, error=exc.to_dict()))
+            await self._channel.send(Error.of(None, exc.to_dict()))
 
     async def _drain(self, grace: float) -> None:
         """Let in-flight runs finish for ``grace`` seconds, then cancel what is left."""
@@ -383,25 +418,26 @@ class WorkerHost:
             task.cancel()
 
 
-def _tool_args(part: Any) -> Any:
-    """A tool call's arguments as a dict when they parse, else as the model sent them."""
+def _tool_args(part: Any) -> bytes:
+    """A tool call's arguments as JSON: an object when they parse, else as the model sent
+    them."""
     try:
-        return to_jsonable_python(part.args_as_dict())
+        return to_json(part.args_as_dict())
     except Exception:
-        return to_jsonable_python(part.args)
+        return to_json(part.args)
 
 
-async def _main_async(socket_path: str, settings: WorkerSettings) -> int:
-    reader, writer = await asyncio.open_unix_connection(socket_path)
-    channel = FrameChannel(reader, writer)
+async def _main_async(fd: int, settings: WorkerSettings) -> int:
+    reader, writer = await asyncio.open_unix_connection(sock=socket.socket(fileno=fd))
+    channel = FrameChannel(reader, writer, from_orchestrator, max_send=settings.max_result_bytes)
     await channel.send(Hello(protocol=PROTOCOL_VERSION, pid=os.getpid()))
     try:
         agent, model, deps = load_agent(settings)
     except Exception as exc:
-        error = {"type": "startup_failed", "message": f"{type(exc).__name__}: {exc}"}
-        _log(f"start-up failed: {type(exc).__name__}: {exc}")
+        message = f"{type(exc).__name__}: {exc}"[:_MAX_REMOTE_MESSAGE]
+        _log(f"start-up failed: {message}")
         with contextlib.suppress(ChannelClosed):
-            await channel.send(Error(id=None, error=error))
+            await channel.send(Error.of(None, {"type": "startup_failed", "message": message}))
         return EXIT_STARTUP_FAILED
     # Before ``ready``: a fault signal sent to a ready worker must find its handler.
     faults = FaultArms.install(asyncio.get_running_loop())
@@ -419,16 +455,17 @@ async def _main_async(socket_path: str, settings: WorkerSettings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m axon.worker SOCKET SETTINGS_JSON`` (a cold start)."""
+    """Entry point of ``python -m axon.worker FD SETTINGS_JSON`` (a cold start); ``FD`` is the
+    worker's end of its connection to the orchestrator, inherited."""
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2:
-        _log("usage: python -m axon.worker SOCKET SETTINGS_JSON")
+    if len(args) != 2 or not args[0].isdigit():
+        _log("usage: python -m axon.worker FD SETTINGS_JSON")
         return 2
     die_with_parent()
-    serve_process(args[0], msgspec.json.decode(args[1], type=WorkerSettings))
+    serve_process(int(args[0]), msgspec.json.decode(args[1], type=WorkerSettings))
 
 
-def serve_process(socket_path: str, settings: WorkerSettings) -> NoReturn:
+def serve_process(fd: int, settings: WorkerSettings) -> NoReturn:
     """Be this worker until it is done, then exit the process: the life of a worker process
     after it started, cold (:func:`main`) or forked by a zygote (:mod:`axon.worker.zygote`)."""
     set_process_name(f"axon-w:{settings.agent_id}")
@@ -438,9 +475,9 @@ def serve_process(socket_path: str, settings: WorkerSettings) -> NoReturn:
     try:
         import uvloop
     except ImportError:
-        code = asyncio.run(_main_async(socket_path, settings))
+        code = asyncio.run(_main_async(fd, settings))
     else:
-        code = uvloop.run(_main_async(socket_path, settings))
+        code = uvloop.run(_main_async(fd, settings))
     # Everything the orchestrator needs was sent; skip the interpreter's slow teardown of a
     # large heap (it can take a second) so a stopped worker is gone at once.
     sys.stdout.flush()

@@ -12,7 +12,7 @@ in milliseconds. There are two kinds, both running :func:`serve`:
 
 Fork safety (docs/fork-server.md): a zygote starts no thread and no event loop and opens no
 socket but its control channel, so a fork copies nothing that cannot be copied. Each forked
-worker builds its own event loop, connects its own socket, gets its own stdout/stderr pipes and
+worker builds its own event loop, gets its own connection, stdout/stderr pipes and
 process group, and is reseeded (``random`` reseeds itself after a fork). An agent module that
 starts a thread at import makes its zygote refuse to fork (that agent's workers start cold).
 
@@ -120,8 +120,8 @@ class _Zygote:
         match message:
             case ForkZygote() if len(fds) == 3:
                 self.fork(lambda: self.become_agent_zygote(message, *fds))
-            case ForkWorker() if len(fds) == 2:
-                self.fork(lambda: self.become_worker(message, fds[0], fds[1]), own_group=True)
+            case ForkWorker() if len(fds) == 3:
+                self.fork(lambda: self.become_worker(message, *fds), own_group=True)
             case _:
                 self.send(ForkFailed(f"unexpected request {type(message).__name__}"))
 
@@ -174,14 +174,16 @@ class _Zygote:
             return EXIT_REFUSED
         zygote.serve()
 
-    def become_worker(self, request: ForkWorker, stdout_fd: int, stderr_fd: int) -> int:
+    def become_worker(
+        self, request: ForkWorker, channel_fd: int, stdout_fd: int, stderr_fd: int
+    ) -> int:
         self.leave()
         _redirect_output(stdout_fd, stderr_fd)
         _watch_orchestrator(request.orchestrator)
         from axon.worker.host import WorkerSettings, serve_process
 
         settings = msgspec.json.decode(request.settings, type=WorkerSettings)
-        return serve_process(request.socket, settings)
+        return serve_process(channel_fd, settings)
 
 
 def _redirect_output(stdout_fd: int, stderr_fd: int) -> None:
