@@ -282,7 +282,7 @@ async def test_a_bug_behind_a_route_is_an_internal_error_line(
     transport = httpx.ASGITransport(app=create_app(axon), raise_app_exceptions=False)
     with monkeypatch.context() as patch:
         patch.setattr(axon, "agents", bug)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             response = await client.get("/v1/agents")
     assert response.status_code == 500
     assert response.json() == {

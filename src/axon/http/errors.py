@@ -36,6 +36,8 @@ from axon.errors import (
 
 __all__ = [
     "STATUS",
+    "ForbiddenHost",
+    "ForbiddenOrigin",
     "ShuttingDown",
     "error_payload",
     "error_response",
@@ -56,9 +58,48 @@ class ShuttingDown(AxonError):
         super().__init__(message, retry_after=retry_after)
 
 
+# The errors below are the HTTP edge's own, like ShuttingDown: never raised by the Python API.
+# Each says what the client can do.
+
+
+class ForbiddenHost(AxonError):
+    """The request's ``Host`` names no address this server answers to (a guard against DNS
+    rebinding: a web page whose name resolves to this machine). Use the server's own address,
+    or, if the name is the server's, add it to ``runtime.allowed_hosts``."""
+
+    type = "forbidden_host"
+    host: str
+
+    def __init__(self, host: str) -> None:
+        super().__init__(
+            f"this server does not answer to Host {host!r}; if that name is the server's, add "
+            "it to runtime.allowed_hosts",
+            host=host,
+        )
+
+
+class ForbiddenOrigin(AxonError):
+    """A browser sent a state-changing request (or a CORS preflight) from a web page of another
+    origin (a guard against cross-site request forgery). Serve the page from the server's own
+    origin, or list its origin in ``runtime.cors_origins``."""
+
+    type = "forbidden_origin"
+    origin: str
+
+    def __init__(self, origin: str, *, reason: str | None = None) -> None:
+        super().__init__(
+            reason
+            or f"a web page of the origin {origin!r} may not change anything here; list it in "
+            "runtime.cors_origins if it is yours",
+            origin=origin,
+        )
+
+
 STATUS: dict[type[AxonError], int] = {
     InvalidRequest: 422,
     Unauthorized: 401,
+    ForbiddenOrigin: 403,
+    ForbiddenHost: 421,
     AgentNotFound: 404,
     ConversationNotFound: 404,
     ConversationBusy: 409,

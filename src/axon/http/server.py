@@ -29,6 +29,7 @@ from axon.config import AxonConfig, RuntimeSpec
 from axon.errors import ConfigError
 from axon.http.app import create_app
 from axon.http.errors import ShuttingDown, error_response
+from axon.http.origin import OriginPolicy
 from axon.observability.events import EventBus
 from axon.runtime import Axon
 
@@ -180,7 +181,14 @@ async def serve(
     sock = bind(address)
     try:
         async with Axon.from_config(config) as axon:
-            app = create_app(axon, token=token, max_body_bytes=runtime.max_body_bytes)
+            app = create_app(
+                axon,
+                token=token,
+                max_body_bytes=runtime.max_body_bytes,
+                origins=OriginPolicy.serving(
+                    address.host, runtime.allowed_hosts, runtime.cors_origins
+                ),
+            )
             server = _Server(
                 uvicorn.Config(
                     _CutAtGrace(app, runtime.shutdown_grace, axon.events),
