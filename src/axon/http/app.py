@@ -61,8 +61,9 @@ _ERROR_MEANINGS = {
     502: "The worker crashed during the run (`agent_crashed`), or the agent raised "
     "(`agent_run_failed`).",
     503: "The agent is restarting or failed (`agent_unavailable`), the store is unreachable "
-    "(`store_unavailable`), or the server is shutting down and the request did not finish "
-    "within the grace period (`shutting_down`); retry after `Retry-After` seconds.",
+    "(`store_unavailable`), the server already serves `runtime.max_connections` connections "
+    "(`too_many_connections`), or it is shutting down and the request did not finish within "
+    "the grace period (`shutting_down`); retry after `Retry-After` seconds.",
     504: "The run did not finish within its timeout.",
 }
 

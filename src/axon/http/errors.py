@@ -38,7 +38,9 @@ __all__ = [
     "STATUS",
     "ForbiddenHost",
     "ForbiddenOrigin",
+    "RequestTimeout",
     "ShuttingDown",
+    "TooManyConnections",
     "error_payload",
     "error_response",
     "install_error_handlers",
@@ -58,8 +60,8 @@ class ShuttingDown(AxonError):
         super().__init__(message, retry_after=retry_after)
 
 
-# The errors below are the HTTP edge's own, like ShuttingDown: never raised by the Python API.
-# Each says what the client can do.
+# The errors below are the HTTP edge's own, like ShuttingDown: about a connection or a browser,
+# never raised by the Python API. Each says what the client can do.
 
 
 class ForbiddenHost(AxonError):
@@ -95,10 +97,42 @@ class ForbiddenOrigin(AxonError):
         )
 
 
+class TooManyConnections(AxonError):
+    """The server already serves ``runtime.max_connections`` connections; this one is answered
+    and closed. Retry after ``retry_after`` seconds."""
+
+    type = "too_many_connections"
+    max_connections: int
+    retry_after: float
+
+    def __init__(self, max_connections: int, *, retry_after: float = 1.0) -> None:
+        super().__init__(
+            f"the server already serves its {max_connections} connections; retry in "
+            f"{retry_after:g}s",
+            max_connections=max_connections,
+            retry_after=retry_after,
+        )
+
+
+class RequestTimeout(AxonError):
+    """The connection did not send a whole request line and headers within
+    ``runtime.header_timeout`` seconds; the server closes it. Send the request at once."""
+
+    type = "request_timeout"
+    header_timeout: float
+
+    def __init__(self, header_timeout: float) -> None:
+        super().__init__(
+            f"the request's headers did not arrive within {header_timeout:g}s",
+            header_timeout=header_timeout,
+        )
+
+
 STATUS: dict[type[AxonError], int] = {
     InvalidRequest: 422,
     Unauthorized: 401,
     ForbiddenOrigin: 403,
+    RequestTimeout: 408,
     ForbiddenHost: 421,
     AgentNotFound: 404,
     ConversationNotFound: 404,
@@ -111,6 +145,7 @@ STATUS: dict[type[AxonError], int] = {
     AgentUnavailable: 503,
     StoreUnavailable: 503,
     ShuttingDown: 503,
+    TooManyConnections: 503,
     AgentTimeout: 504,
 }
 """The HTTP status of each error a request can end with."""

@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from axon.config import AxonConfig, RuntimeSpec
 from axon.errors import ConfigError
 from axon.http.app import create_app
+from axon.http.connections import ConnectionGate, edge_protocol
 from axon.http.errors import ShuttingDown, error_response
 from axon.http.origin import OriginPolicy
 from axon.observability.events import EventBus
@@ -192,13 +193,20 @@ async def serve(
             server = _Server(
                 uvicorn.Config(
                     _CutAtGrace(app, runtime.shutdown_grace, axon.events),
-                    http="httptools",
+                    http=edge_protocol(
+                        ConnectionGate(
+                            max_connections=runtime.max_connections,
+                            header_timeout=runtime.header_timeout,
+                        )
+                    ),
+                    ws="none",  # no WebSocket route: no upgrade, no second protocol to limit
                     lifespan="off",
                     log_config=None,
                     access_log=False,
                     server_header=False,
                     timeout_graceful_shutdown=math.ceil(runtime.shutdown_grace),
-                    timeout_keep_alive=30,
+                    # Our header timer closes an idle connection first (connections.py).
+                    timeout_keep_alive=math.ceil(runtime.header_timeout),
                 ),
                 axon.events,
             )
