@@ -29,6 +29,7 @@ from axon.observability.logging import configure_logging
 from axon.testing import AxonServer
 
 from ..conftest import MISBEHAVING, ServeAxon, StartAxon
+from .test_http_streaming import closed_by_server, stalled_stream
 
 BASE_KEYS = {"ts", "level", "event", "logger"}
 IN_PROCESS_ONLY = {"protocol.error", "task.failed", "http.internal_error"}
@@ -166,6 +167,19 @@ async def test_every_event_kind_is_a_json_line_with_its_documented_fields(
         assert kill["reason"].startswith("hung")
         await wait_logged(server, named("worker.exit", agent="m", cause="hung"))
         await wait_count(server, 3, "worker.ready", agent="m")
+
+        # A stream client that reads nothing: cut once the run is 1,000 events ahead of it.
+        stalled = await stalled_stream(server.url, "stalled", agent_id="m")
+        try:
+            cut = await wait_logged(server, named("http.slow_consumer", agent="m"))
+            assert (cut["pending"], cut["on_disconnect"]) == (1000, "cancel")
+            assert cut["level"] == "warning"
+            await closed_by_server(stalled)
+        finally:
+            stalled.close()
+        await wait_logged(
+            server, named("run.finished", conversation="stalled", outcome="cancelled")
+        )
 
         # A client that leaves mid-stream.
         async with client.stream(

@@ -21,7 +21,7 @@ from axon.http.dashboard import dashboard_routes
 from axon.http.errors import install_error_handlers, plain_error
 from axon.http.guard import EdgeGuard
 from axon.http.origin import OriginGuard, OriginPolicy
-from axon.http.relay import ClientGone, RunRelay, watch_disconnect
+from axon.http.relay import ClientGone, RunRelay, connection_cutter, watch_disconnect
 from axon.http.schemas import (
     CONVERSATION_ID_PATTERN,
     AgentBody,
@@ -213,6 +213,7 @@ def _api_routes() -> APIRouter:
                 on_disconnect=body.on_disconnect,
                 agent_id=agent_id,
                 conversation_id=body.conversation_id,
+                cut_connection=connection_cutter(request.scope),
             )
 
         if axon.config.runtime.tracing:

@@ -15,6 +15,10 @@ request (an established connection can be refused on its next request).
   headers arrive (within the header time): an answer sent before the request is read can be lost
   to the reset that closing a socket with unread data sends. Admitted connections keep their
   place until they close, however many wait.
+- **Cutting a connection.** Each request's scope carries, under
+  ``scope["extensions"][CUT_CONNECTION]["cut"]``, a function that aborts its connection:
+  :class:`~axon.http.relay.RunRelay` cuts a stream's client that stopped reading (a plain close
+  would wait for it to read what is buffered).
 - **Bad HTTP.** A request httptools cannot parse gets the error envelope (400
   ``invalid_request``), not uvicorn's plain text.
 """
@@ -30,6 +34,7 @@ from uvicorn._types import ASGI3Application
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from axon.http.errors import RequestTimeout, TooManyConnections, error_response, status_of
+from axon.http.relay import CUT_CONNECTION
 
 __all__ = ["ConnectionGate", "EdgeProtocol", "edge_protocol"]
 
@@ -83,6 +88,7 @@ class EdgeProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._request_begun = True
+        self.scope["extensions"] = {CUT_CONNECTION: {"cut": self._cut}}
 
     def on_headers_complete(self) -> None:
         self._disarm_header_timer()
@@ -130,6 +136,9 @@ class EdgeProtocol(HttpToolsProtocol):
         head = [STATUS_LINE[status], *(name + b": " + value + b"\r\n" for name, value in headers)]
         self.transport.write(b"".join([*head, b"\r\n", body]))
         self.transport.close()
+
+    def _cut(self) -> None:
+        self.transport.abort()  # drops what is buffered for the client; connection_lost follows
 
 
 def edge_protocol(gate: ConnectionGate) -> type[EdgeProtocol]:
