@@ -9,11 +9,12 @@ and the reason, before anything starts.
 from __future__ import annotations
 
 import importlib
+import ipaddress
 import re
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -174,6 +175,27 @@ class RuntimeSpec(_Spec):
     """Start workers by forking a warm zygote that has pydantic-ai and the agent's modules
     imported (milliseconds, not a second); false: every worker is a new interpreter (see
     docs/fork-server.md)."""
+    allowed_hosts: tuple[str, ...] = ()
+    """``Host`` names the HTTP edge answers to besides the loopback names and the listen host
+    (``"*"``: any); a wildcard listen (``0.0.0.0``, ``::``) with none set answers any ``Host``.
+    Kept lowercase, IPv6 addresses without brackets (docs/http.md)."""
+    cors_origins: tuple[str, ...] = ()
+    """Origins (``scheme://host[:port]``) of other web pages allowed to call the API from a
+    browser (CORS) and to send it state-changing requests; none: same-origin only. Kept as
+    browsers send them: lowercase, without the scheme's default port."""
+    max_connections: int = Field(default=1024, ge=1)
+    """Open HTTP connections served at once; another one is answered 503
+    ``too_many_connections`` and closed."""
+    header_timeout: float = Field(default=10.0, ge=0.1, le=86_400, allow_inf_nan=False)
+    """Seconds a connection gets to send a request's line and headers, counted from when it
+    opened or its previous response ended (so also how long an idle connection is kept)."""
+
+    _HOST_NAME: ClassVar[re.Pattern[str]] = re.compile(
+        r"(?=.{1,253}$)[a-z0-9_][a-z0-9_-]{0,62}(\.[a-z0-9_][a-z0-9_-]{0,62})*"
+    )
+    _ORIGIN: ClassVar[re.Pattern[str]] = re.compile(
+        r"(?P<scheme>https?)://(?P<host>\[[0-9a-f:.]+\]|[^/:\[\]@?#]+)(?::(?P<port>\d{1,5}))?"
+    )
 
     @field_validator("store")
     @classmethod
@@ -191,6 +213,59 @@ class RuntimeSpec(_Spec):
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError(f"{value!r} is not host:port with a port from 0 to 65535")
         return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _check_allowed_hosts(cls, hosts: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(cls._canonical_host(host) for host in hosts))
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_cors_origins(cls, origins: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(cls._canonical_origin(origin) for origin in origins))
+
+    @classmethod
+    def _canonical_host(cls, value: str) -> str:
+        """A host name or IP address without a port, lowercase (IPv6 without brackets), or
+        ``*``."""
+        if value == "*":
+            return value
+        host = value.strip().lower().removesuffix(".")
+        bracketed = host.startswith("[") and host.endswith("]")
+        try:
+            return str(ipaddress.ip_address(host[1:-1] if bracketed else host))
+        except ValueError:
+            if bracketed or not cls._HOST_NAME.fullmatch(host):
+                raise ValueError(
+                    f"{value!r} is not a host name or an IP address (without scheme or port), "
+                    "nor '*'"
+                ) from None
+            return host
+
+    @classmethod
+    def _canonical_origin(cls, value: str) -> str:
+        """``scheme://host[:port]`` as a browser sends it in ``Origin``: lowercase, without the
+        scheme's default port, IPv6 in brackets."""
+        problem = (
+            f"{value!r} is not an origin: write scheme://host[:port] (http or https, no path, "
+            "not '*')"
+        )
+        match = cls._ORIGIN.fullmatch(value.strip().lower())
+        if match is None:
+            raise ValueError(problem)
+        scheme, host, port = match["scheme"], match["host"], match["port"]
+        if host.startswith("["):
+            try:
+                host = f"[{ipaddress.IPv6Address(host[1:-1])}]"
+            except ValueError:
+                raise ValueError(problem) from None
+        elif not cls._HOST_NAME.fullmatch(host):
+            raise ValueError(problem)
+        if port is not None and not 0 < int(port) <= 65535:
+            raise ValueError(problem)
+        if port is None or int(port) == {"http": 80, "https": 443}[scheme]:
+            return f"{scheme}://{host}"
+        return f"{scheme}://{host}:{int(port)}"
 
 
 class AxonConfig(_Spec):

@@ -11,6 +11,7 @@ from axon.conversation_locks import ConversationPolicy
 from axon.errors import InvalidRequest
 
 __all__ = [
+    "MIN_TIMEOUT",
     "check_conversation_id",
     "check_page",
     "check_policy",
@@ -20,6 +21,8 @@ __all__ = [
 ]
 
 CONVERSATION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+MIN_TIMEOUT = 0.01
+"""Seconds: the shortest ``timeout`` a request may ask for (a run cannot even start in less)."""
 
 
 def check_prompt(prompt: object, spec: AgentSpec) -> str:
@@ -52,9 +55,10 @@ def check_timeout(timeout: object, spec: AgentSpec) -> float:
         return spec.timeout
     if isinstance(timeout, bool) or not isinstance(timeout, int | float):
         raise InvalidRequest("timeout must be a number of seconds", field="timeout")
-    if not math.isfinite(timeout) or timeout <= 0 or timeout > spec.max_timeout:
+    if not math.isfinite(timeout) or not MIN_TIMEOUT <= timeout <= spec.max_timeout:
         raise InvalidRequest(
-            f"timeout must be > 0 and <= {spec.max_timeout:g} seconds", field="timeout"
+            f"timeout must be >= {MIN_TIMEOUT:g} and <= {spec.max_timeout:g} seconds",
+            field="timeout",
         )
     return float(timeout)
 

@@ -326,7 +326,7 @@ async def test_page_without_a_token_does_not_ask_for_one() -> None:
     )
     app = create_app(axon, token=None)  # the page needs no running runtime
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
         page = await client.get("/dashboard")
     assert page.status_code == 200
     assert '<meta name="axon-auth" content="none">' in page.text

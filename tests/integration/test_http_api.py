@@ -425,6 +425,8 @@ async def test_request_validation_and_body_limits(serve_axon: ServeAxon) -> None
             (body(conversation_id="x" * 129), "conversation_id"),
             (body(conversation_id=7), "conversation_id"),
             (body(timeout=0), "timeout"),
+            (body(timeout=5e-324), "timeout"),  # the smallest float: once a 504 (issue 12)
+            (body(timeout=0.0099), "timeout"),
             (body(timeout=-1), "timeout"),
             (body(timeout=30.5), "timeout"),
             (body(timeout="5"), "timeout"),
@@ -443,6 +445,13 @@ async def test_request_validation_and_body_limits(serve_axon: ServeAxon) -> None
             "echo: " + "y" * 50
         )
         await api.reply("misbehaving", "bounded", conversation_id="v-2", timeout=30)
+        shortest = await api.send("misbehaving", "shortest", conversation_id="v-3", timeout=0.01)
+        assert shortest.status_code in (200, 504), shortest.text  # 10 ms may not be enough
+        document = (await api.get("/openapi.json")).json()
+        timeout = document["components"]["schemas"]["MessageRequest"]["properties"]["timeout"]
+        number = next(o for o in timeout["anyOf"] if o.get("type") == "number")
+        assert (number["minimum"], number["maximum"]) == (0.01, 30)
+        assert "exclusiveMinimum" not in number
 
         # 400: not a JSON object
         for raw in (b"not json", b"[1, 2]", b'"prompt"', b"42", b"null", b"", b'{"prompt": '):

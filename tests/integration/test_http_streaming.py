@@ -8,8 +8,10 @@ a stream that was buffered until the run ended would deliver its first and last 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -275,3 +277,82 @@ async def test_disconnect_cancels_the_run_or_lets_it_finish(serve_axon: ServeAxo
         # the worker served all of it: same process, still answering
         assert (await api.agent("misbehaving"))["workers"][0]["pid"] == pid
         assert (await api.reply("misbehaving", "still here"))["output"] == "echo: still here"
+
+
+SLOW_CONSUMER_CHUNKS = 20_000
+"""Text deltas of a run streamed to a client that reads none of them: far more than the
+buffers between the server and that client hold (~200 KB, some 3,500 events) plus the relay's
+bound (1,000 events)."""
+
+
+async def stalled_stream(
+    url: str, conversation_id: str, on_disconnect: str = "cancel", agent_id: str = "misbehaving"
+) -> socket.socket:
+    """A client that asks a misbehaving agent for a long stream, then never reads its
+    socket."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    # A real network's segment size: over loopback (64 KiB segments) the server's kernel would
+    # give the connection a send buffer of megabytes before the stream stalls.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 1200)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, (host, int(port)))
+    body = json.dumps(
+        {
+            "prompt": f"stream:{SLOW_CONSUMER_CHUNKS}:0",
+            "conversation_id": conversation_id,
+            "stream": True,
+            "on_disconnect": on_disconnect,
+        }
+    ).encode()
+    head = (
+        f"POST {MESSAGES.format(agent_id)} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    await loop.sock_sendall(sock, head.encode() + body)
+    return sock
+
+
+async def closed_by_server(sock: socket.socket) -> None:
+    """Reads what is left on ``sock`` until the server's close (EOF, or a reset)."""
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(30):
+        with contextlib.suppress(ConnectionResetError):
+            while await loop.sock_recv(sock, 65536):
+                pass
+
+
+async def test_a_stream_client_that_does_not_read_is_cut(serve_axon: ServeAxon) -> None:
+    server = await serve_axon(
+        config(misbehaving("misbehaving", "timeout = 120")), args=("--log-format", "json")
+    )
+    async with Api(server.url) as api:
+        for cid, on_disconnect in (("slow-cancel", "cancel"), ("slow-finish", "finish")):
+            sock = await stalled_stream(server.url, cid, on_disconnect)
+            try:
+                [cut] = await wait_logs(server, "http.slow_consumer", conversation=cid, timeout=60)
+                # the run's events waiting for the client never exceeded the bound
+                assert cut["pending"] == 1000
+                assert cut["agent"] == "misbehaving"
+                assert cut["on_disconnect"] == on_disconnect
+                await closed_by_server(sock)
+            finally:
+                sock.close()
+
+        # on_disconnect=cancel: the run was cancelled like a client that left; nothing committed
+        [run] = await wait_logs(server, "run.finished", conversation="slow-cancel", timeout=30)
+        assert run["outcome"] == "cancelled"
+        assert (await api.history("slow-cancel"))[0] == 0
+        # on_disconnect=finish: the run went on without its client, and committed all of it
+        _, messages = await poll(
+            lambda: api.history("slow-finish"), lambda h: h[0] == 1, timeout=60
+        )
+        assert last_text(messages) == "".join(f"chunk-{i} " for i in range(SLOW_CONSUMER_CHUNKS))
+        await wait_logs(server, "run.finished", conversation="slow-finish", outcome="ok")
+
+        # the server serves on: a later stream, read by its client, is whole
+        events = await stream_all(api, "misbehaving", "stream:3:0", conversation_id="after")
+        assert [e.name for e in events] == ["text_delta"] * 3 + ["final"]
+        assert (await api.reply("misbehaving", "later"))["output"] == "echo: later"

@@ -29,6 +29,7 @@ from axon.observability.logging import configure_logging
 from axon.testing import AxonServer
 
 from ..conftest import MISBEHAVING, ServeAxon, StartAxon
+from .test_http_streaming import closed_by_server, stalled_stream
 
 BASE_KEYS = {"ts", "level", "event", "logger"}
 IN_PROCESS_ONLY = {"protocol.error", "task.failed", "http.internal_error"}
@@ -172,6 +173,19 @@ async def test_every_event_kind_is_a_json_line_with_its_documented_fields(
         await wait_logged(server, named("worker.exit", agent="m", cause="hung"))
         await wait_count(server, 3, "worker.ready", agent="m")
 
+        # A stream client that reads nothing: cut once the run is 1,000 events ahead of it.
+        stalled = await stalled_stream(server.url, "stalled", agent_id="m")
+        try:
+            cut = await wait_logged(server, named("http.slow_consumer", agent="m"))
+            assert (cut["pending"], cut["on_disconnect"]) == (1000, "cancel")
+            assert cut["level"] == "warning"
+            await closed_by_server(stalled)
+        finally:
+            stalled.close()
+        await wait_logged(
+            server, named("run.finished", conversation="stalled", outcome="cancelled")
+        )
+
         # A client that leaves mid-stream.
         async with client.stream(
             "POST", "/v1/agents/m/messages", json={"prompt": "stream:50:0.1", "stream": True}
@@ -296,7 +310,7 @@ async def test_a_bug_behind_a_route_is_an_internal_error_line(
     transport = httpx.ASGITransport(app=create_app(axon), raise_app_exceptions=False)
     with monkeypatch.context() as patch:
         patch.setattr(axon, "agents", bug)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             response = await client.get("/v1/agents")
     assert response.status_code == 500
     assert response.json() == {

@@ -260,7 +260,7 @@ async def test_an_http_traceparent_is_the_parent_of_the_request_span(
     )
     caller_trace, caller_span = 0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7
     transport = httpx.ASGITransport(app=create_app(axon))
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
         response = await client.post(
             "/v1/agents/w1/messages",
             json={"prompt": "weather in Lima?", "conversation_id": "t-4"},

@@ -315,3 +315,87 @@ def test_runtime_store_and_listen_are_checked(runtime: dict[str, str], key: str)
 @pytest.mark.parametrize("listen", ["127.0.0.1:8000", "[::1]:0", "localhost:65535"])
 def test_valid_listen_addresses_are_accepted(listen: str) -> None:
     assert parse_config({"runtime": {"listen": listen}}).runtime.listen == listen
+
+
+# -- the HTTP edge's hosts, origins and connection limits ------------------------------------------
+
+
+def test_edge_defaults() -> None:
+    runtime = parse_config({}).runtime
+    assert runtime.allowed_hosts == ()
+    assert runtime.cors_origins == ()
+    assert runtime.max_connections == 1024
+    assert runtime.header_timeout == 10.0
+
+
+@pytest.mark.parametrize(
+    ("written", "kept"),
+    [
+        (["axon.internal"], ("axon.internal",)),
+        (["AXON.Internal."], ("axon.internal",)),  # lowercase, without the root's dot
+        (["10.0.0.5", "fd00::1", "[FD00::0:1]"], ("10.0.0.5", "fd00::1")),  # IPv6 bare, once
+        (["*"], ("*",)),
+        (["my_service", "a-b.c"], ("my_service", "a-b.c")),
+        ([], ()),
+    ],
+)
+def test_allowed_hosts_are_kept_canonical(written: list[str], kept: tuple[str, ...]) -> None:
+    assert parse_config({"runtime": {"allowed_hosts": written}}).runtime.allowed_hosts == kept
+
+
+@pytest.mark.parametrize(
+    ("written", "kept"),
+    [
+        (["http://app.example:5173"], ("http://app.example:5173",)),
+        (["HTTPS://App.Example:443"], ("https://app.example",)),  # as a browser sends it
+        (["http://localhost:80", "http://localhost"], ("http://localhost",)),
+        (["http://[::1]:3000"], ("http://[::1]:3000",)),
+        (["http://127.0.0.1:8080"], ("http://127.0.0.1:8080",)),
+    ],
+)
+def test_cors_origins_are_kept_as_browsers_send_them(
+    written: list[str], kept: tuple[str, ...]
+) -> None:
+    assert parse_config({"runtime": {"cors_origins": written}}).runtime.cors_origins == kept
+
+
+@pytest.mark.parametrize(
+    ("runtime", "key", "hint"),
+    [
+        ({"allowed_hosts": ["axon.internal:8000"]}, "runtime.allowed_hosts", "without"),
+        ({"allowed_hosts": ["http://axon.internal"]}, "runtime.allowed_hosts", "host name"),
+        ({"allowed_hosts": ["a b"]}, "runtime.allowed_hosts", "'a b'"),
+        ({"allowed_hosts": [""]}, "runtime.allowed_hosts", "host name"),
+        ({"allowed_hosts": ["[axon]"]}, "runtime.allowed_hosts", "host name"),
+        ({"allowed_hosts": "axon.internal"}, "runtime.allowed_hosts", "tuple"),
+        ({"allowed_hosts": [5]}, "runtime.allowed_hosts", "string"),
+        ({"cors_origins": ["http://app.example/"]}, "runtime.cors_origins", "no path"),
+        ({"cors_origins": ["http://app.example/page"]}, "runtime.cors_origins", "no path"),
+        ({"cors_origins": ["app.example"]}, "runtime.cors_origins", "scheme://host"),
+        ({"cors_origins": ["*"]}, "runtime.cors_origins", "not '*'"),
+        ({"cors_origins": ["null"]}, "runtime.cors_origins", "origin"),
+        ({"cors_origins": ["ftp://app.example"]}, "runtime.cors_origins", "http or https"),
+        ({"cors_origins": ["http://app.example:0"]}, "runtime.cors_origins", "origin"),
+        ({"cors_origins": ["http://app.example:65536"]}, "runtime.cors_origins", "origin"),
+        ({"cors_origins": ["http://user@app.example"]}, "runtime.cors_origins", "origin"),
+        ({"cors_origins": ["http://app.example?x=1"]}, "runtime.cors_origins", "origin"),
+        ({"cors_origins": ["http://[nope]"]}, "runtime.cors_origins", "origin"),
+        ({"max_connections": 0}, "runtime.max_connections", "1"),
+        ({"max_connections": "many"}, "runtime.max_connections", "many"),
+        ({"header_timeout": 0}, "runtime.header_timeout", "0.1"),
+        ({"header_timeout": 0.05}, "runtime.header_timeout", "0.1"),
+        ({"header_timeout": 1e9}, "runtime.header_timeout", "86400"),
+        ({"header_timeout": float("inf")}, "runtime.header_timeout", "finite"),
+        ({"header_timeout": float("nan")}, "runtime.header_timeout", "finite"),
+    ],
+)
+def test_edge_keys_are_checked(runtime: dict[str, Any], key: str, hint: str) -> None:
+    error = config_error({"runtime": runtime})
+    assert error.key in (key, f"{key}[0]")
+    assert hint.lower() in error.reason.lower()
+
+
+def test_edge_keys_at_their_bounds_are_accepted() -> None:
+    runtime = parse_config({"runtime": {"max_connections": 1, "header_timeout": 0.1}}).runtime
+    assert (runtime.max_connections, runtime.header_timeout) == (1, 0.1)
+    assert parse_config({"runtime": {"header_timeout": 86_400}}).runtime.header_timeout == 86_400

@@ -21,7 +21,8 @@ from axon.errors import ConversationNotFound
 from axon.http.dashboard import dashboard_routes
 from axon.http.errors import install_error_handlers, plain_error
 from axon.http.guard import EdgeGuard
-from axon.http.relay import ClientGone, RunRelay, watch_disconnect
+from axon.http.origin import OriginGuard, OriginPolicy
+from axon.http.relay import ClientGone, RunRelay, connection_cutter, watch_disconnect
 from axon.http.schemas import (
     CONVERSATION_ID_PATTERN,
     AgentBody,
@@ -46,12 +47,16 @@ CLIENT_CLOSED_REQUEST = 499  # nginx's convention; nobody is left to read it
 _ERROR_MEANINGS = {
     400: "The body is not JSON.",
     401: "An API token is configured and the request did not carry it (Authorization: Bearer).",
+    403: "A web page of another origin sent it (`forbidden_origin`): its `Origin` is neither "
+    "this server's nor listed in `runtime.cors_origins`.",
     404: "No such agent, conversation or route.",
     409: "The conversation is busy (policy `reject`), its run was interrupted, or another "
     "orchestrator committed to it first.",
     413: "The request body is larger than `runtime.max_body_bytes`, or the conversation's "
     "history is larger than the agent's `max_history_bytes` (`history_too_large`).",
     415: "The body was not sent as `Content-Type: application/json`.",
+    421: "The `Host` header names no address this server answers to (`forbidden_host`): the "
+    "loopback names, the listen host and `runtime.allowed_hosts`.",
     422: "A field is missing or invalid (empty or oversized prompt, bad conversation id, timeout "
     "out of bounds, unknown key).",
     429: "The agent's queue is full (back-pressure); retry after `Retry-After` seconds.",
@@ -60,8 +65,9 @@ _ERROR_MEANINGS = {
     "(`result_too_large`), or the worker sent something that breaks the protocol "
     "(`protocol_error`).",
     503: "The agent is restarting or failed (`agent_unavailable`), the store is unreachable "
-    "(`store_unavailable`), or the server is shutting down and the request did not finish "
-    "within the grace period (`shutting_down`); retry after `Retry-After` seconds.",
+    "(`store_unavailable`), the server already serves `runtime.max_connections` connections "
+    "(`too_many_connections`), or it is shutting down and the request did not finish within "
+    "the grace period (`shutting_down`); retry after `Retry-After` seconds.",
     504: "The run did not finish within its timeout.",
 }
 
@@ -102,13 +108,20 @@ _SSE_EVENT_SCHEMA: dict[str, Any] = {
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {
         status: {"model": ErrorEnvelope, "description": _ERROR_MEANINGS[status]}
-        for status in sorted({400, 401, 413, 503, *statuses})
+        for status in sorted({400, 401, 413, 421, 503, *statuses})
     }
 
 
-def create_app(axon: Axon, *, token: str | None = None, max_body_bytes: int = 1_048_576) -> FastAPI:
+def create_app(
+    axon: Axon,
+    *,
+    token: str | None = None,
+    max_body_bytes: int = 1_048_576,
+    origins: OriginPolicy | None = None,
+) -> FastAPI:
     """The HTTP API over ``axon`` (already started). ``token``: require ``Authorization: Bearer
-    <token>`` on every route but ``/healthz``."""
+    <token>`` on every route but ``/healthz``. ``origins``: the ``Host`` names and web origins
+    answered (default: loopback names only, no CORS; :mod:`axon.http.origin`)."""
     app = FastAPI(
         title="Axon",
         version=__version__,
@@ -126,6 +139,7 @@ def create_app(axon: Axon, *, token: str | None = None, max_body_bytes: int = 1_
     app.include_router(_probe_routes())
     app.include_router(dashboard_routes())
     app.add_middleware(EdgeGuard, token=token, max_body_bytes=max_body_bytes)
+    app.add_middleware(OriginGuard, policy=origins or OriginPolicy())  # outermost: runs first
     return app
 
 
@@ -178,7 +192,7 @@ def _api_routes() -> APIRouter:
                     }
                 },
             },
-            **_errors(404, 409, 415, 422, 429, 502, 503, 504),
+            **_errors(403, 404, 409, 415, 422, 429, 502, 503, 504),
         },
     )
     async def post_message(agent_id: AgentId, body: MessageRequest, request: Request) -> Response:
@@ -203,6 +217,7 @@ def _api_routes() -> APIRouter:
                 on_disconnect=body.on_disconnect,
                 agent_id=agent_id,
                 conversation_id=body.conversation_id,
+                cut_connection=connection_cutter(request.scope),
             )
 
         if axon.config.runtime.tracing:
@@ -251,7 +266,7 @@ def _api_routes() -> APIRouter:
         response_model=AgentBody,
         summary="Restart an agent's workers (also brings a FAILED agent back)",
         description="Returns once the agent is running again, or FAILED.",
-        responses=_errors(404),
+        responses=_errors(403, 404),
     )
     async def restart_agent(agent_id: AgentId, request: Request) -> AgentBody:
         return AgentBody.model_validate(await _runtime(request).restart_agent(agent_id))
@@ -307,7 +322,7 @@ def _api_routes() -> APIRouter:
         status_code=204,
         response_class=Response,
         summary="Forget a conversation",
-        responses=_errors(404, 422, 503),
+        responses=_errors(403, 404, 422, 503),
     )
     async def delete_conversation(conversation_id: ConversationId, request: Request) -> Response:
         if not await _runtime(request).delete_conversation(conversation_id):

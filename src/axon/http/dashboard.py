@@ -208,6 +208,10 @@ def dashboard_routes() -> APIRouter:
                 "model": ErrorEnvelope,
                 "description": "An API token is configured and the request did not carry it.",
             },
+            421: {
+                "model": ErrorEnvelope,
+                "description": "The `Host` header names no address this server answers to.",
+            },
             422: {"model": ErrorEnvelope, "description": "`since` is not an integer >= 0."},
         },
     )

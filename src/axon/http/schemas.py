@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from axon.status import Readiness
-from axon.validation import CONVERSATION_ID
+from axon.validation import CONVERSATION_ID, MIN_TIMEOUT
 
 __all__ = [
     "AgentBody",
@@ -48,10 +48,10 @@ class MessageRequest(BaseModel):
     )
     timeout: float | None = Field(
         default=None,
-        gt=0,
+        ge=MIN_TIMEOUT,
         allow_inf_nan=False,
-        description="Seconds for the whole run (default: the agent's `timeout`; at most its "
-        "`max_timeout`).",
+        description=f"Seconds for the whole run, at least {MIN_TIMEOUT:g} (default: the agent's "
+        "`timeout`; at most its `max_timeout`).",
     )
     stream: bool = Field(
         default=False,

@@ -28,7 +28,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from axon.config import AxonConfig, RuntimeSpec
 from axon.errors import ConfigError
 from axon.http.app import create_app
+from axon.http.connections import ConnectionGate, edge_protocol
 from axon.http.errors import ShuttingDown, error_response
+from axon.http.origin import OriginPolicy
 from axon.observability.events import EventBus
 from axon.runtime import Axon
 
@@ -180,17 +182,31 @@ async def serve(
     sock = bind(address)
     try:
         async with Axon.from_config(config) as axon:
-            app = create_app(axon, token=token, max_body_bytes=runtime.max_body_bytes)
+            app = create_app(
+                axon,
+                token=token,
+                max_body_bytes=runtime.max_body_bytes,
+                origins=OriginPolicy.serving(
+                    address.host, runtime.allowed_hosts, runtime.cors_origins
+                ),
+            )
             server = _Server(
                 uvicorn.Config(
                     _CutAtGrace(app, runtime.shutdown_grace, axon.events),
-                    http="httptools",
+                    http=edge_protocol(
+                        ConnectionGate(
+                            max_connections=runtime.max_connections,
+                            header_timeout=runtime.header_timeout,
+                        )
+                    ),
+                    ws="none",  # no WebSocket route: no upgrade, no second protocol to limit
                     lifespan="off",
                     log_config=None,
                     access_log=False,
                     server_header=False,
                     timeout_graceful_shutdown=math.ceil(runtime.shutdown_grace),
-                    timeout_keep_alive=30,
+                    # Our header timer closes an idle connection first (connections.py).
+                    timeout_keep_alive=math.ceil(runtime.header_timeout),
                 ),
                 axon.events,
             )

@@ -147,6 +147,13 @@ EVENTS: dict[str, EventKind] = {
         ("agent", "conversation", "on_disconnect"),
         "a client left mid-run; its run is cancelled or finishes (`on_disconnect`)",
     ),
+    "http.slow_consumer": EventKind(
+        (_W,),
+        ("agent", "conversation", "pending", "on_disconnect"),
+        "a stream's client fell `pending` events behind (it reads too slowly, or not at all): "
+        "it is cut like a client that left, and its run is cancelled or finishes "
+        "(`on_disconnect`)",
+    ),
     "http.cut": EventKind(
         (_W,), ("method", "path"), "a request still running when the shutdown grace ended"
     ),
