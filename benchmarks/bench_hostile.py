@@ -9,9 +9,9 @@
 
 Every figure is measured in child processes that import ``axon`` from ``DIR/src`` (``--src``,
 default: this checkout), so one script measures the unfixed and the hardened code: a child's
-``PYTHONPATH`` is ``DIR/src`` (then this directory, for :func:`event_bomb_map_agent`), and the
-worker processes inherit it. The parent never imports ``axon``; the measuring code (the load,
-the samplers) is this file's, the same whatever tree is measured.
+``PYTHONPATH`` is ``DIR/src``, and the worker processes inherit it; ``axon/examples/hostile.py``
+must be in that tree (copy it into an older checkout). The parent never imports ``axon``; the
+measuring code (the load, the samplers) is this file's, the same whatever tree is measured.
 
 A. One fresh orchestrator process per fault (the script runs itself as ``--fault NAME``; the
 child prints one JSON line). In it, an in-process ``Axon`` on uvloop (what ``axon serve`` runs
@@ -38,12 +38,9 @@ Faults (``--faults``; ``--prompt FAULT=PROMPT`` strikes a fault with another pro
 ==============  ===========================  =================================================
 control         ``hello``                    nothing hostile: the same measurement without a
                                              fault, the baseline of every column
-event-bomb      ``event-bomb:16000000``      one 16 MB ``event`` frame whose ``data`` is 16 M
-                                             empty arrays, for a run that does not exist
-event-bomb-map  ``event-bomb-map:16000000``  the same 16 M empty arrays one level down, inside
-                                             ``data``'s map (this file's agent: protocol 1 types
-                                             ``data`` as ``dict[str, Any]``, so the hostile.py
-                                             frame is rejected at once and this one is built)
+event-bomb      ``event-bomb:16000000``      one 16 MB text event frame for a run that does not
+                                             exist, its ``data`` a map holding 16 M empty
+                                             arrays (~1 GB as Python lists)
 deaf            ``deaf:15``                  stops reading; floods invalid frames and pongs
 ready-flood     ``flood:ready:30000``        30,000 ``ready`` frames
 pong-flood      ``flood:pong:100000``        100,000 unsolicited ``pong`` frames
@@ -124,7 +121,6 @@ WEATHER_PROMPT = "What is the weather in Paris?"
 FAULTS: dict[str, str] = {
     "control": "hello",
     "event-bomb": "event-bomb:16000000",
-    "event-bomb-map": "event-bomb-map:16000000",
     "deaf": "deaf:15",
     "ready-flood": "flood:ready:30000",
     "pong-flood": "flood:pong:100000",
@@ -133,8 +129,6 @@ FAULTS: dict[str, str] = {
     "long-line-30k": "line:200000:30000",
     "big-result": "big:70000000",
 }
-HOSTILE_AGENTS = {"event-bomb-map": "bench_hostile:event_bomb_map_agent"}
-"""Faults whose hostile agent is not ``axon.examples.hostile``: see event_bomb_map_agent."""
 VARIANTS: dict[str, tuple[str, str]] = {
     "weather": (HEALTHY, WEATHER_PROMPT),
     "echo": (ECHO, "hello"),
@@ -379,68 +373,6 @@ def worker_pids(axon: Any, agent: str) -> list[int | None]:
     return [w.pid for w in axon.agent(agent).workers]
 
 
-# -- the worker side of event-bomb-map -----------------------------------------------------------
-
-
-def event_bomb_map_agent() -> Any:
-    """The agent of the ``event-bomb-map`` fault (imported by its workers: the children's
-    ``PYTHONPATH`` holds this directory). ``event-bomb-map:N`` writes, on the worker's own
-    connection, one ``event`` frame for a run the orchestrator never used whose ``data`` is a map
-    of one key to an array of ``N`` empty arrays (``N`` bytes on the wire), then answers
-    ``bombed N``; anything else answers ``echo: <prompt>``.
-
-    ``hostile.py``'s ``event-bomb:N`` puts the array *as* ``data``; protocol 1 types
-    ``Event.data`` as ``dict[str, Any]``, so msgspec rejects that frame at its first byte. Inside
-    the map the array is ``Any``: the orchestrator builds ``N`` Python lists (about 64 ``N`` bytes)
-    before it looks at the run id. Self-contained (it finds the connection as ``hostile.py``
-    does), so it runs against any tree.
-    """
-    import gc
-    import struct
-
-    import msgspec
-    from pydantic_ai import Agent
-    from pydantic_ai.messages import (
-        ModelMessage,
-        ModelRequest,
-        ModelResponse,
-        TextPart,
-        UserPromptPart,
-    )
-    from pydantic_ai.models.function import AgentInfo, FunctionModel
-
-    encoder = msgspec.msgpack.Encoder()
-
-    def bomb(count: int) -> None:
-        channel = next(o for o in gc.get_objects() if type(o).__name__ == "FrameChannel")
-        head = encoder.encode({"kind": "event", "id": 2**31 - 1, "type": "text_delta"})
-        body = bytes([0x80 | 4]) + head[1:] + encoder.encode("data") + b"\x81"
-        body += encoder.encode("x") + b"\xdd" + struct.pack(">I", count) + b"\x90" * count
-        channel._writer.write(struct.pack(">I", len(body)) + body)
-
-    async def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
-        prompt = ""
-        last = messages[-1]
-        if isinstance(last, ModelRequest):
-            for part in last.parts:
-                if isinstance(part, UserPromptPart) and isinstance(part.content, str):
-                    prompt = part.content.strip()
-        command, _, arg = prompt.partition(":")
-        if command == "event-bomb-map" and arg.isdigit():
-            bomb(int(arg))
-            text = f"bombed {arg}"
-        else:
-            text = f"echo: {prompt}"
-        return ModelResponse(parts=[TextPart(text)])
-
-    return Agent(
-        FunctionModel(model, model_name="axon-hostile"),
-        name="hostile",
-        output_type=str,
-        deps_type=type(None),
-    )
-
-
 # -- the child: one fault --------------------------------------------------------------------------
 
 
@@ -464,7 +396,7 @@ async def _measure_fault(
     specs = [
         AgentSpec(
             id="hostile",
-            agent=HOSTILE_AGENTS.get(fault, HOSTILE),
+            agent=HOSTILE,
             workers=1,
             timeout=HOSTILE_TIMEOUT,
         ),
@@ -719,8 +651,8 @@ def git_info(src: Path) -> dict[str, Any]:
 
 def run_child(src: Path, argv: list[str], timeout: float) -> dict[str, Any]:
     """Run this script as a child on ``src``; its JSON line, or why there is none."""
-    # DIR/src for axon; this directory for event_bomb_map_agent (imported by its workers).
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join((str(src / "src"), str(HERE)))}
+    # DIR/src for axon (the workers inherit it).
+    env = {**os.environ, "PYTHONPATH": str(src / "src")}
     load_before = os.getloadavg()[0]
     command = [sys.executable, str(Path(__file__).resolve()), "--src", str(src), *argv]
     began = time.monotonic()
