@@ -29,17 +29,8 @@ import pytest
 from axon.http.dashboard import MonitorBody
 
 from ..conftest import TEST_SERVER_TOML, ServeAxon
+from .browser import chromium
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TOKEN = "dashboard-token-0123456789"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -60,21 +51,8 @@ RESOURCE_401 = re.compile(r"^Failed to load resource: .*\b401\b")
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Any]:
-    if not Path(CHROMIUM).exists():  # noqa: ASYNC240 (one stat before the test starts)
-        reason = f"Debian's chromium is not installed at {CHROMIUM} (apt-get install chromium)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            yield launched
-        finally:
-            await launched.close()
+    async with chromium() as launched:
+        yield launched
 
 
 async def agents_of(http: httpx.AsyncClient) -> dict[str, dict[str, Any]]:

@@ -11,16 +11,14 @@ names the hosts a server beyond loopback answers to.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from ..conftest import ServeAxon
+from .browser import chromium
 from .test_http_api import Api, config, error_of, misbehaving
 
 AGENT = config(misbehaving("misbehaving"))
@@ -274,7 +272,6 @@ async def test_wildcard_listen_without_allowed_hosts_answers_any_host(
 
 # --------------------------------------------------------------------------- in a real browser
 
-CHROMIUM = "/usr/bin/chromium"
 
 ATTACK_PAGE = """<!doctype html>
 <html><body>
@@ -306,27 +303,6 @@ async def page_server(html: str) -> AsyncIterator[str]:
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     async with server:
         yield f"http://localhost:{server.sockets[0].getsockname()[1]}"
-
-
-@asynccontextmanager
-async def chromium(*args: str) -> AsyncIterator[Any]:
-    if not Path(CHROMIUM).exists():  # noqa: ASYNC240 (one stat before the test starts)
-        reason = f"Debian's chromium is not installed at {CHROMIUM} (apt-get install chromium)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--no-first-run", *args],
-            headless=True,
-        )
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 async def test_a_foreign_page_in_a_browser_changes_and_reads_nothing(

@@ -25,6 +25,7 @@ from pydantic_ai.models.function import DeltaToolCall, DeltaToolCalls
 __all__ = [
     "current_turn",
     "prompt_text",
+    "seconds_arg",
     "step_response",
     "tool_call",
     "tool_call_delta",
@@ -82,3 +83,12 @@ def tool_call_delta(call: ToolCallPart) -> DeltaToolCalls:
             tool_call_id=call.tool_call_id,
         )
     }
+
+
+def seconds_arg(text: str) -> float | None:
+    """``text`` as a non-negative number of seconds, or None (a malformed command argument)."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if value >= 0 else None

@@ -68,7 +68,7 @@ from pydantic_ai import Agent
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
-from axon.examples._scripting import current_turn
+from axon.examples._scripting import current_turn, seconds_arg
 
 __all__ = ["IMPORT_LINES_ENV_VAR", "hostile_agent", "make_hostile_agent"]
 
@@ -179,14 +179,6 @@ def _count(text: str) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def _seconds(text: str) -> float | None:
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if value >= 0 else None
-
-
 async def _respond(prompt: str) -> str:
     command, _, arg = prompt.partition(":")
     if command == "event-bomb" and (n := _count(arg)) is not None:
@@ -197,13 +189,13 @@ async def _respond(prompt: str) -> str:
         if kind in ("ready", "pong", "invalid") and (n := _count(n_text)) is not None:
             _flood(kind, n)
             return f"flooded {kind} {n}"
-    if command == "deaf" and (seconds := _seconds(arg)) is not None:
+    if command == "deaf" and (seconds := seconds_arg(arg)) is not None:
         await _deaf(seconds)
         return f"deaf {arg}"
-    if command == "mute" and (seconds := _seconds(arg)) is not None:
+    if command == "mute" and (seconds := seconds_arg(arg)) is not None:
         await _mute(seconds)
         return f"mute {arg}"
-    if command == "sleep" and (seconds := _seconds(arg)) is not None:
+    if command == "sleep" and (seconds := seconds_arg(arg)) is not None:
         await asyncio.sleep(seconds)
         return f"slept {arg}"
     if command == "line":

@@ -73,7 +73,13 @@ from pydantic_ai import Agent
 from pydantic_ai.messages import ModelMessage, ModelResponse, ToolCallPart, ToolReturnPart
 from pydantic_ai.models.function import AgentInfo, DeltaToolCalls, FunctionModel
 
-from axon.examples._scripting import current_turn, step_response, tool_call, tool_call_delta
+from axon.examples._scripting import (
+    current_turn,
+    seconds_arg,
+    step_response,
+    tool_call,
+    tool_call_delta,
+)
 
 if sys.platform != "win32":
     import fcntl
@@ -171,14 +177,6 @@ def _current_turn(messages: Sequence[ModelMessage]) -> _Turn:
     return _Turn(prompt.strip(), returns)
 
 
-def _seconds(text: str) -> float | None:
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if value >= 0 else None
-
-
 def _count(text: str) -> int | None:
     try:
         value = int(text)
@@ -211,13 +209,13 @@ async def _respond(messages: Sequence[ModelMessage], *, streaming: bool) -> Tool
         with contextlib.suppress(ValueError):
             _exit(int(code))
 
-    if command == "hang" and (seconds := _seconds(arg)) is not None:
+    if command == "hang" and (seconds := seconds_arg(arg)) is not None:
         time.sleep(seconds)  # noqa: ASYNC251 - blocking the event loop is the point
         return f"hung {arg}"
-    if command == "sleep" and (seconds := _seconds(arg)) is not None:
+    if command == "sleep" and (seconds := seconds_arg(arg)) is not None:
         await asyncio.sleep(seconds)
         return f"slept {arg}"
-    if command == "ignore-cancel" and (seconds := _seconds(arg)) is not None:
+    if command == "ignore-cancel" and (seconds := seconds_arg(arg)) is not None:
         await _ignore_cancel_sleep(seconds)
         return f"ignored-cancel {arg}"
 
@@ -235,7 +233,7 @@ async def _respond(messages: Sequence[ModelMessage], *, streaming: bool) -> Tool
 
     if command == "stream":
         n_text, _, d_text = arg.partition(":")
-        n, delay = _count(n_text), _seconds(d_text)
+        n, delay = _count(n_text), seconds_arg(d_text)
         if n is not None and delay is not None:
             if not streaming:
                 await asyncio.sleep(n * delay)
@@ -265,7 +263,7 @@ async def _stream_function(
 
     if command == "stream":
         n_text, _, d_text = arg.partition(":")
-        n, delay = _count(n_text), _seconds(d_text)
+        n, delay = _count(n_text), seconds_arg(d_text)
         if n is not None and delay is not None:
             for chunk in _chunks(n):
                 await asyncio.sleep(delay)
