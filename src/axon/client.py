@@ -6,10 +6,10 @@ from axon.client import AxonClient
 with AxonClient("http://127.0.0.1:8000", token=None) as client:
     reply = client.send("python_agent_1", "What is the weather in Paris?")
     print(reply["output"], reply["conversation_id"])
-    for event, data in client.stream("python_agent_1", "And in Rome?",
-                                     conversation_id=reply["conversation_id"]):
-        if event == "text_delta":
-            print(data["text"], end="", flush=True)
+    for event in client.stream("python_agent_1", "And in Rome?",
+                               conversation_id=reply["conversation_id"]):
+        if isinstance(event, TextDelta):
+            print(event.text, end="", flush=True)
 ```
 
 Every failure is an :class:`~axon.errors.AxonError`: an HTTP error envelope (or an SSE ``error``
@@ -30,56 +30,14 @@ from urllib.parse import quote
 import httpx
 from httpx_sse import SSEError, connect_sse
 
-from axon.errors import AxonError
+from axon.errors import AxonError, ConnectionLost, RemoteError, ServerUnreachable
+from axon.stream import ErrorEvent, FinalResult, StreamEvent, from_sse
 
-__all__ = [
-    "DEFAULT_URL",
-    "AxonClient",
-    "ConnectionLost",
-    "RemoteError",
-    "ServerUnreachable",
-]
+__all__ = ["DEFAULT_URL", "AxonClient", "read_event"]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 STREAM_READ_TIMEOUT = 60.0
 """Seconds without a byte before a stream is given up (the server sends a keepalive every 15 s)."""
-
-
-class ServerUnreachable(AxonError):
-    """No Axon server answers at ``url`` (connection refused, unknown host, connect timeout)."""
-
-    type = "server_unreachable"
-    url: str
-    reason: str
-
-    def __init__(self, url: str, reason: str) -> None:
-        super().__init__(f"cannot reach an axon server at {url}: {reason}", url=url, reason=reason)
-
-
-class ConnectionLost(AxonError):
-    """The connection to the server at ``url`` broke (or timed out) before the answer was
-    complete. A run may or may not have been committed: check the conversation's history."""
-
-    type = "connection_lost"
-    url: str
-    reason: str
-
-    def __init__(self, url: str, reason: str) -> None:
-        super().__init__(
-            f"lost the connection to the axon server at {url}: {reason}", url=url, reason=reason
-        )
-
-
-class RemoteError(AxonError):
-    """An error answer whose type this client does not know (``error_type``, e.g.
-    ``payload_too_large`` or ``not_found`` for an unknown route), with its HTTP ``status``."""
-
-    type = "remote_error"
-    error_type: str
-    status: int | None
-
-    def __init__(self, message: str, *, error_type: str, status: int | None) -> None:
-        super().__init__(message, error_type=error_type, status=status)
 
 
 def error_from_body(body: object, status: int | None) -> AxonError:
@@ -167,12 +125,12 @@ class AxonClient:
         prompt: str,
         conversation_id: str | None = None,
         timeout: float | None = None,
-    ) -> Iterator[tuple[str, dict[str, Any]]]:
-        """Run ``prompt`` on ``agent`` as Server-Sent Events: ``(event, data)`` pairs as they
-        arrive: ``text_delta`` ``{"text"}``, ``tool_call`` ``{"tool_name", "args",
-        "tool_call_id"}``, ``tool_result`` ``{"tool_name", "content", "tool_call_id"}``, and last
-        ``final`` (the committed reply, as :meth:`send` returns it). An ``error`` event raises its
-        typed error. Closing the iterator early disconnects, which cancels the run."""
+    ) -> Iterator[StreamEvent]:
+        """Run ``prompt`` on ``agent`` as Server-Sent Events, yielding the same typed events as
+        ``Axon.stream_message`` as they arrive: ``TextDelta``, ``ToolCall``, ``ToolResult``, and
+        last ``FinalResult`` (the committed reply). An ``error`` event raises its typed error;
+        an event this client does not know is skipped. Closing the iterator early disconnects,
+        which cancels the run."""
         body = message_body(prompt, conversation_id, timeout, stream=True)
         path = f"/v1/agents/{path_segment(agent)}/messages"
         stream_timeout = httpx.Timeout(self._timeout, read=STREAM_READ_TIMEOUT)
@@ -184,13 +142,11 @@ class AxonClient:
                     raise error_from_body(body_of(response), response.status_code)
                 try:
                     for sse in source.iter_sse():
-                        if not sse.event or (sse.event == "message" and not sse.data):
+                        event = read_event(sse.event, sse.data)
+                        if event is None:
                             continue
-                        data = _parse(sse.data)
-                        if sse.event == "error":
-                            raise error_from_body(data, None)
-                        yield sse.event, data
-                        if sse.event == "final":
+                        yield event
+                        if isinstance(event, FinalResult):
                             return
                 except SSEError as exc:
                     raise not_an_event_stream(exc, response.status_code) from None
@@ -309,16 +265,22 @@ def path_segment(value: str) -> str:
     return quote(value, safe="")
 
 
-def _parse(text: str) -> dict[str, Any]:
+def read_event(name: str, data: str) -> StreamEvent | None:
+    """The typed event of one Server-Sent Event of a run (None for a keepalive, or an event
+    this client does not know); an ``error`` event raises its typed error, and data that does
+    not match its event raises :class:`RemoteError`. The one SSE reader of the client, the CLI
+    and ``axon bench``."""
+    if not name or (name == "message" and not data):
+        return None
     try:
-        data = json.loads(text)
-    except ValueError:
-        data = None
-    if not isinstance(data, dict):
+        event = from_sse(name, data)
+    except (ValueError, TypeError):
         raise RemoteError(
-            f"malformed event data: {text[:200]}", error_type="http_error", status=None
-        )
-    return cast(dict[str, Any], data)
+            f"malformed {name} event data: {data[:200]}", error_type="http_error", status=None
+        ) from None
+    if isinstance(event, ErrorEvent):
+        raise error_from_body({"error": event.error}, None)
+    return event
 
 
 def body_of(response: httpx.Response) -> object:

@@ -1,17 +1,22 @@
 """The whole Axon error family.
 
-Every error a caller can see is a subclass of :class:`AxonError`. Each class says when it is
-raised and carries what the caller needs to react (agent id, exit code or signal, retry-after)
-as attributes. Errors cross process and HTTP boundaries, so each one survives a pickle round
-trip and a ``to_dict()`` / ``AxonError.from_dict()`` round trip.
+Every error a caller can see is a subclass of :class:`AxonError`, and every error that crosses a
+process or HTTP boundary is defined here, so ``AxonError.from_dict`` knows them all whatever was
+imported. Each class says when it is raised and carries what the caller needs to react (agent
+id, exit code or signal, retry-after) as attributes; each survives a pickle round trip and a
+``to_dict()`` / ``AxonError.from_dict()`` round trip.
+
+The first part is what the Python API raises; then the errors raised and handled inside Axon
+(a store's conflict, a worker's report); then the HTTP edge's own, then the HTTP client's.
 
 Cancellation is never an ``AxonError``: ``asyncio.CancelledError`` always propagates unchanged.
 """
 
 from __future__ import annotations
 
-import signal as _signal
 from typing import Any, ClassVar
+
+from axon.exits import signal_name as _signal_name
 
 __all__ = [
     "AgentCrashed",
@@ -20,16 +25,28 @@ __all__ = [
     "AgentTimeout",
     "AgentUnavailable",
     "AxonError",
+    "Cancelled",
     "ConfigError",
+    "ConnectionLost",
     "ConversationBusy",
     "ConversationNotFound",
+    "ForbiddenHost",
+    "ForbiddenOrigin",
+    "FrameTooLarge",
     "HistoryTooLarge",
     "InvalidRequest",
     "Overloaded",
     "ProtocolError",
+    "RemoteError",
+    "RequestTimeout",
     "ResultTooLarge",
     "RunInterrupted",
+    "ServerUnreachable",
+    "ShuttingDown",
+    "StartupFailed",
+    "StoreConflict",
     "StoreUnavailable",
+    "TooManyConnections",
     "Unauthorized",
 ]
 
@@ -41,6 +58,10 @@ class AxonError(Exception):
     """
 
     type: ClassVar[str] = "axon_error"
+    internal: ClassVar[bool] = False
+    """True for an error raised and handled inside Axon that never ends a caller's request
+    (a store's revision conflict, a worker's report that a run was cancelled or could not
+    start)."""
     _registry: ClassVar[dict[str, type[AxonError]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -212,7 +233,7 @@ class AgentCrashed(AxonError):
         signal: int | None = None,
         reason: str | None = None,
     ) -> None:
-        signal_name = _signal_name(signal)
+        signal_name = None if signal is None else _signal_name(signal)
         how = (
             f"killed by {signal_name}"
             if signal is not None
@@ -392,10 +413,169 @@ class ProtocolError(AxonError):
         super().__init__(message)
 
 
-def _signal_name(signum: int | None) -> str | None:
-    if signum is None:
-        return None
-    try:
-        return _signal.Signals(signum).name
-    except ValueError:
-        return f"signal {signum}"
+# -- raised and handled inside Axon: a store, a worker, the wire -----------------------------------
+
+
+class StoreConflict(AxonError):
+    """The conversation moved past the revision a run started from; nothing was written."""
+
+    type = "store_conflict"
+    internal = True
+
+    def __init__(self, conversation_id: str, *, expected: int, actual: int) -> None:
+        super().__init__(
+            f"conversation {conversation_id!r} is at revision {actual}, not {expected}",
+            conversation_id=conversation_id,
+            expected=expected,
+            actual=actual,
+        )
+
+
+class Cancelled(AxonError):
+    """A run was cancelled in its worker by a ``cancel`` frame (its caller left, its deadline
+    passed, or a newer message interrupted it); nothing of it was committed. The worker reports
+    it; callers never see it: the request that led to the cancel already ended its own way."""
+
+    type = "cancelled"
+    internal = True
+
+    def __init__(self, message: str = "run cancelled") -> None:
+        super().__init__(message)
+
+
+class StartupFailed(AxonError):
+    """The worker exited, or was killed, before it said ``ready``."""
+
+    type = "startup_failed"
+    internal = True
+
+
+class FrameTooLarge(ProtocolError):
+    """A frame is larger than its receiver accepts: a header announced more than the limit (the
+    stream is unusable), or a frame to send encodes to more (nothing was sent). ``size`` and
+    ``limit`` are in bytes."""
+
+    type = "frame_too_large"
+
+    def __init__(self, message: str, *, size: int = 0, limit: int = 0) -> None:
+        super().__init__(message)
+        self.facts.update(size=size, limit=limit)
+        self.size = size
+        self.limit = limit
+
+
+# -- the HTTP edge's own: about a connection or a browser, never raised by the Python API ----------
+
+
+class ShuttingDown(AxonError):
+    """The server is shutting down and this request did not finish within the grace period;
+    nothing of its run was committed. Only the HTTP edge raises it."""
+
+    type = "shutting_down"
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message, retry_after=retry_after)
+
+
+class ForbiddenHost(AxonError):
+    """The request's ``Host`` names no address this server answers to (a guard against DNS
+    rebinding: a web page whose name resolves to this machine). Use the server's own address,
+    or, if the name is the server's, add it to ``runtime.allowed_hosts``."""
+
+    type = "forbidden_host"
+    host: str
+
+    def __init__(self, host: str) -> None:
+        super().__init__(
+            f"this server does not answer to Host {host!r}; if that name is the server's, add "
+            "it to runtime.allowed_hosts",
+            host=host,
+        )
+
+
+class ForbiddenOrigin(AxonError):
+    """A browser sent a state-changing request (or a CORS preflight) from a web page of another
+    origin (a guard against cross-site request forgery). Serve the page from the server's own
+    origin, or list its origin in ``runtime.cors_origins``."""
+
+    type = "forbidden_origin"
+    origin: str
+
+    def __init__(self, origin: str, *, reason: str | None = None) -> None:
+        super().__init__(
+            reason
+            or f"a web page of the origin {origin!r} may not change anything here; list it in "
+            "runtime.cors_origins if it is yours",
+            origin=origin,
+        )
+
+
+class TooManyConnections(AxonError):
+    """The server already serves ``runtime.max_connections`` connections; this one is answered
+    and closed. Retry after ``retry_after`` seconds."""
+
+    type = "too_many_connections"
+    max_connections: int
+    retry_after: float
+
+    def __init__(self, max_connections: int, *, retry_after: float = 1.0) -> None:
+        super().__init__(
+            f"the server already serves its {max_connections} connections; retry in "
+            f"{retry_after:g}s",
+            max_connections=max_connections,
+            retry_after=retry_after,
+        )
+
+
+class RequestTimeout(AxonError):
+    """The connection did not send a whole request line and headers within
+    ``runtime.header_timeout`` seconds; the server closes it. Send the request at once."""
+
+    type = "request_timeout"
+    header_timeout: float
+
+    def __init__(self, header_timeout: float) -> None:
+        super().__init__(
+            f"the request's headers did not arrive within {header_timeout:g}s",
+            header_timeout=header_timeout,
+        )
+
+
+# -- the HTTP client's (axon.client) ---------------------------------------------------------------
+
+
+class ServerUnreachable(AxonError):
+    """No Axon server answers at ``url`` (connection refused, unknown host, connect timeout)."""
+
+    type = "server_unreachable"
+    url: str
+    reason: str
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"cannot reach an axon server at {url}: {reason}", url=url, reason=reason)
+
+
+class ConnectionLost(AxonError):
+    """The connection to the server at ``url`` broke (or timed out) before the answer was
+    complete. A run may or may not have been committed: check the conversation's history."""
+
+    type = "connection_lost"
+    url: str
+    reason: str
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(
+            f"lost the connection to the axon server at {url}: {reason}", url=url, reason=reason
+        )
+
+
+class RemoteError(AxonError):
+    """An error answer whose type this client does not know (``error_type``, e.g.
+    ``payload_too_large`` or ``not_found`` for an unknown route), with its HTTP ``status``."""
+
+    type = "remote_error"
+    error_type: str
+    status: int | None
+
+    def __init__(self, message: str, *, error_type: str, status: int | None) -> None:
+        super().__init__(message, error_type=error_type, status=status)

@@ -15,8 +15,9 @@ import asyncio
 from collections import deque
 
 from axon.errors import AgentUnavailable, Overloaded
+from axon.pool.process import RunCall, WorkerGone
+from axon.supervisor.spawner import WorkerHandle
 from axon.supervisor.supervisor import AgentSupervisor
-from axon.worker.process import RunCall, WorkerGone, WorkerProcess
 
 __all__ = ["AgentRouter"]
 
@@ -42,8 +43,8 @@ class AgentRouter:
                 waiter.set_result(None)
                 return
 
-    def _pick(self) -> WorkerProcess | None:
-        best: WorkerProcess | None = None
+    def _pick(self) -> WorkerHandle | None:
+        best: WorkerHandle | None = None
         for worker in self.supervisor.workers():
             if worker.in_flight < self.spec.max_concurrency and (
                 best is None or worker.in_flight < best.in_flight
@@ -71,7 +72,7 @@ class AgentRouter:
         timeout: float,
         stream: bool,
         trace: dict[str, str] | None = None,
-    ) -> tuple[WorkerProcess, RunCall]:
+    ) -> tuple[WorkerHandle, RunCall]:
         """Send the run to a worker, waiting in the queue for a free slot if need be.
         ``trace``: the request span's propagation headers, for the ``run`` frame."""
         worker = None if self._waiters else self._pick()

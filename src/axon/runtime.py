@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
@@ -33,6 +32,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from axon._tasks import TaskSet
+from axon.agent import Agent
 from axon.config import (
     AgentSpec,
     AxonConfig,
@@ -50,26 +50,21 @@ from axon.errors import (
     HistoryTooLarge,
     InvalidRequest,
     RunInterrupted,
+    StoreConflict,
     StoreUnavailable,
 )
 from axon.observability.events import EventBus
 from axon.observability.metrics import RuntimeMetrics
 from axon.observability.monitor import Monitor
 from axon.observability.resources import WorkerResources
+from axon.pool.spawner import ProcessSpawner
 from axon.protocol import frames
-from axon.replies import FinalResult, Reply, StreamEvent, TextDelta, ToolCall, ToolResult
-from axon.router import AgentRouter
 from axon.status import AgentStatus, Readiness
-from axon.store.base import (
-    ConversationInfo,
-    ConversationStore,
-    History,
-    StoreConflict,
-    open_store,
-)
+from axon.store.base import ConversationInfo, ConversationStore, History, open_store
 from axon.store.group_commit import group_commit_of
+from axon.stream import FinalResult, Reply, StreamEvent, TextDelta
+from axon.supervisor.spawner import Spawner
 from axon.supervisor.states import AgentState
-from axon.supervisor.supervisor import AgentSupervisor
 from axon.validation import (
     check_conversation_id,
     check_page,
@@ -78,8 +73,6 @@ from axon.validation import (
     check_timeout,
     new_conversation_id,
 )
-from axon.worker.fork_server import FORK_SUPPORTED, ForkServer
-from axon.worker.links import WorkerLinks
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
@@ -112,12 +105,13 @@ class Axon:
         config: AxonConfig | None = None,
         check_imports: bool = True,
         tracer_provider: TracerProvider | None = None,
-        worker_links: WorkerLinks | None = None,
+        spawner: Spawner | None = None,
     ) -> None:
         """``tracer_provider``: where request spans go when ``runtime.tracing`` is on (default:
         the global one). ``ConfigError`` if tracing is on and the OpenTelemetry SDK is missing.
-        ``worker_links``: interpose on every worker's link to the orchestrator (fault injection,
-        see :mod:`axon.worker.links`)."""
+        ``spawner``: what makes the worker processes (default: a
+        :class:`~axon.pool.spawner.ProcessSpawner` per ``runtime.fork_server``; ``axon chaos``
+        gives one that interposes on their links)."""
         if config is None:
             config = AxonConfig(
                 runtime=runtime or RuntimeSpec(),
@@ -128,7 +122,7 @@ class Axon:
                 check_agent_imports(config.agents)
         self.config = config
         self._store = store if store is not None else open_store(config.runtime.store)
-        self._routers: dict[str, AgentRouter] = {}
+        self._agents: dict[str, Agent] = {}
         self._locks = ConversationLocks()
         self.events = EventBus()
         """This runtime's structured events: subscribe a sink to see every one."""
@@ -153,10 +147,7 @@ class Axon:
             from axon.observability.tracing import RunTracer
 
             self._tracer = RunTracer(tracer_provider)
-        self._worker_links = worker_links
-        self._fork_server: ForkServer | None = (
-            ForkServer(self.events) if config.runtime.fork_server and FORK_SUPPORTED else None
-        )
+        self._spawner: Spawner = spawner or ProcessSpawner(fork_server=config.runtime.fork_server)
         self._started = False
 
     @classmethod
@@ -195,35 +186,27 @@ class Axon:
             raise RuntimeError("this Axon is already started")
         self._started = True
         await self._store.open()
-        if self._fork_server is not None:
-            self._fork_server.start()
+        self._spawner.start(self.events)
         for spec in self.config.agents:
-
-            def on_capacity(agent_id: str = spec.id) -> None:
-                self._routers[agent_id].notify()
-
-            supervisor = AgentSupervisor(
+            agent = Agent(
                 spec,
                 self.config.supervisor_for(spec),
+                spawner=self._spawner,
                 tasks=self._tasks,
-                on_capacity=on_capacity,
                 events=self.events,
-                links=self._worker_links,
-                fork_server=self._fork_server,
             )
-            self._routers[spec.id] = AgentRouter(supervisor)
-            supervisor.start()
+            self._agents[spec.id] = agent
+            agent.start()
         self._tasks.create_task(self.monitor.run())
-        await asyncio.gather(*(r.supervisor.wait_settled() for r in self._routers.values()))
+        await asyncio.gather(*(agent.wait_serving() for agent in self._agents.values()))
 
     async def stop(self) -> None:
         """Stop every agent (reverse start order) and release everything; idempotent."""
         if not self._started:
             return
-        for router in reversed(list(self._routers.values())):
-            await router.supervisor.stop()
-        if self._fork_server is not None:
-            await self._fork_server.close()
+        for agent in reversed(list(self._agents.values())):
+            await agent.stop()
+        await self._spawner.aclose()
         await self._tasks.aclose()
         await self._store.close()
         self._started = False
@@ -285,8 +268,8 @@ class Axon:
         *,
         stream: bool,
     ) -> AsyncGenerator[StreamEvent]:
-        router = self._router(agent_id)
-        spec = router.spec
+        agent = self.hosted(agent_id)
+        spec = agent.spec
         prompt = check_prompt(prompt, spec)
         cid = (
             new_conversation_id()
@@ -310,7 +293,7 @@ class Axon:
         try:
             # Fail fast (counted, logged and traced like any outcome), before waiting for the
             # conversation's turn.
-            router.check_available()
+            agent.check_available()
             async with contextlib.AsyncExitStack() as turn:
                 async with self._deadline(deadline, agent_id, seconds, cid):
                     my_turn = await turn.enter_async_context(self._locks.hold(cid, policy))
@@ -321,7 +304,7 @@ class Axon:
                         raise HistoryTooLarge(
                             cid, size=len(history.messages), limit=spec.max_history_bytes
                         )
-                    worker, call = await router.start_run(
+                    worker, call = await agent.start_run(
                         prompt,
                         history.messages,
                         cid,
@@ -360,10 +343,9 @@ class Axon:
                         if isinstance(item, frames.Result):
                             result = item
                         else:
-                            event = _stream_event(item)
-                            if ttft is None and isinstance(event, TextDelta):
+                            if ttft is None and isinstance(item, TextDelta):
                                 ttft = time.perf_counter() - started
-                            yield event
+                            yield item
                 finally:
                     if result is None:
                         worker.cancel_run(call)
@@ -484,7 +466,7 @@ class Axon:
         """Conversations (of ``agent_id``, or all), ordered by id, ``limit`` at a time; pass the
         last id seen as ``after`` for the next page."""
         if agent_id is not None:
-            self._router(agent_id)
+            self.hosted(agent_id)
         _, stop = check_page(0, limit)
         if stop is None or stop > 1000:
             raise InvalidRequest("limit must be an integer from 1 to 1000", field="limit")
@@ -500,38 +482,27 @@ class Axon:
 
     def agents(self) -> list[AgentStatus]:
         """The status of every agent and its workers, in config order."""
-        return [_status(router) for router in self._routers.values()]
+        return [agent.status() for agent in self._agents.values()]
 
     def agent(self, agent_id: str) -> AgentStatus:
-        return _status(self._router(agent_id))
+        """One agent's status (``AgentNotFound`` for an unknown id)."""
+        return self.hosted(agent_id).status()
 
     async def restart_agent(self, agent_id: str) -> AgentStatus:
         """Restart an agent by hand (also brings a FAILED agent back); returns once it is
         RUNNING again or FAILED."""
-        router = self._router(agent_id)
-        await router.supervisor.restart()
-        return _status(router)
+        return await self.hosted(agent_id).restart()
 
     async def wait_serving(self, agent_id: str) -> AgentState:
         """Wait until the agent is settled (RUNNING, FAILED or STOPPED); its state."""
-        return await self._router(agent_id).supervisor.wait_settled()
+        return await self.hosted(agent_id).wait_serving()
 
-    def _router(self, agent_id: str) -> AgentRouter:
-        router = self._routers.get(agent_id) if isinstance(agent_id, str) else None  # pyright: ignore[reportUnnecessaryIsInstance]
-        if router is None:
+    def hosted(self, agent_id: str) -> Agent:
+        """The live :class:`~axon.agent.Agent` of ``agent_id``: its workers, its status as it
+        changes (``wait_for``), restart. ``AgentNotFound`` for an unknown id."""
+        agent = self._agents.get(agent_id) if isinstance(agent_id, str) else None  # pyright: ignore[reportUnnecessaryIsInstance]
+        if agent is None:
             if not self._started:
                 raise RuntimeError("Axon is not started: use 'async with' or await start()")
             raise AgentNotFound(agent_id)
-        return router
-
-
-def _status(router: AgentRouter) -> AgentStatus:
-    return dataclasses.replace(router.supervisor.status(), queued=router.queue_depth)
-
-
-def _stream_event(event: frames.RunEvent) -> StreamEvent:
-    if isinstance(event, frames.TextDelta):
-        return TextDelta(event.text)
-    if isinstance(event, frames.ToolCall):
-        return ToolCall(event.tool_name, event.args, event.tool_call_id)
-    return ToolResult(event.tool_name, event.content, event.tool_call_id)
+        return agent

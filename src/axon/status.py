@@ -5,25 +5,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["AgentStatus", "ExitRecord", "Readiness", "WorkerStatus"]
+from axon.exits import Exit
+
+__all__ = ["EXIT_FIELDS", "AgentStatus", "ExitRecord", "Readiness", "WorkerStatus"]
 
 
-@dataclass(frozen=True)
-class ExitRecord:
-    """One exit of a worker process."""
+ExitRecord = Exit
+"""One exit of a worker process (:class:`axon.exits.Exit`), the name the status has always
+used: ``at``, ``worker``, ``pid``, ``exit_code``, ``signal``, ``reason``, ``during_startup``,
+``cause``."""
 
-    at: float
-    """Wall-clock time (``time.time()``) of the exit."""
-    worker: int
-    pid: int | None
-    exit_code: int | None
-    signal: int | None
-    reason: str | None
-    during_startup: bool
-    cause: str = "crashed"
-    """How the exit is counted: ``requested``, ``crashed``, ``exited``, ``startup_failed``,
-    ``spawn_failed``, or why Axon killed it (``hung``, ``ignored_cancel``, ``startup_timeout``,
-    ``protocol``, ``connection_lost``)."""
+EXIT_FIELDS = ("at", "worker", "pid", "exit_code", "signal", "reason", "during_startup", "cause")
+"""What an exit shows of itself in a status (``to_dict``, ``GET /v1/agents``, the monitor)."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +49,15 @@ class AgentStatus:
         return any(w.state == "running" for w in self.workers)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "in_flight": self.in_flight}
+        data = asdict(self)
+        data["recent_exits"] = [_exit_dict(e) for e in self.recent_exits]
+        for worker, status in zip(data["workers"], self.workers, strict=True):
+            worker["last_exit"] = None if status.last_exit is None else _exit_dict(status.last_exit)
+        return {**data, "in_flight": self.in_flight}
+
+
+def _exit_dict(exit_: Exit) -> dict[str, Any]:
+    return {name: getattr(exit_, name) for name in EXIT_FIELDS}
 
 
 @dataclass(frozen=True)

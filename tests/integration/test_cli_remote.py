@@ -19,14 +19,7 @@ import httpx
 import pytest
 
 from axon.cli.remote import _error_line, exit_code_of  # pyright: ignore[reportPrivateUsage]
-from axon.client import (
-    AxonClient,
-    ConnectionLost,
-    RemoteError,
-    ServerUnreachable,
-    error_from_body,
-    error_type_of,
-)
+from axon.client import AxonClient, error_from_body, error_type_of
 from axon.errors import (
     AgentCrashed,
     AgentNotFound,
@@ -34,10 +27,13 @@ from axon.errors import (
     AgentTimeout,
     AgentUnavailable,
     AxonError,
+    ConnectionLost,
     ConversationBusy,
     ConversationNotFound,
     InvalidRequest,
     Overloaded,
+    RemoteError,
+    ServerUnreachable,
     StoreUnavailable,
     Unauthorized,
 )

@@ -278,7 +278,6 @@ async def test_full_queue_is_overloaded_at_once_and_queued_runs_complete(
     axon = await start_axon(
         AgentSpec(id="narrow", agent=MISBEHAVING, workers=1, max_concurrency=1, queue_size=2)
     )
-    router = axon._router("narrow")  # pyright: ignore[reportPrivateUsage]
 
     running = asyncio.create_task(axon.send_message("narrow", "sleep:2", conversation_id="bp-0"))
     await poll(lambda: axon.agent("narrow").in_flight == 1, unfinished=[running], what="run 1")
@@ -286,7 +285,9 @@ async def test_full_queue_is_overloaded_at_once_and_queued_runs_complete(
         asyncio.create_task(axon.send_message("narrow", f"queued {i}", conversation_id=f"bp-{i}"))
         for i in (1, 2)
     ]
-    await poll(lambda: router.queue_depth == 2, unfinished=[running, *queued], what="a full queue")
+    await poll(
+        lambda: axon.agent("narrow").queued == 2, unfinished=[running, *queued], what="a full queue"
+    )
 
     with pytest.raises(Overloaded) as caught:
         await axon.send_message("narrow", "one too many", conversation_id="bp-3")
@@ -303,7 +304,7 @@ async def test_full_queue_is_overloaded_at_once_and_queued_runs_complete(
     assert first.output == "slept 2"
     assert [r.output for r in rest] == ["echo: queued 1", "echo: queued 2"]
     assert await axon.history("bp-3") == []
-    assert router.queue_depth == 0
+    assert axon.agent("narrow").queued == 0
     # The queue drained completely: a new request is admitted again.
     again = await axon.send_message("narrow", "after", conversation_id="bp-3")
     assert again.output == "echo: after"

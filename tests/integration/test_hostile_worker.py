@@ -30,9 +30,9 @@ from axon import (
     ResultTooLarge,
     SupervisorSpec,
 )
+from axon.pool.process import PROTOCOL_BUDGET
 from axon.store.memory import InMemoryStore
 from axon.testing import EventLog, wait_until, wait_until_serving, worker_pids
-from axon.worker.process import PROTOCOL_BUDGET
 
 from ..conftest import FAST, FAST_SUPERVISOR_TOML, MISBEHAVING, ServeAxon, StartAxon
 
@@ -177,7 +177,7 @@ max_history_bytes = 4096
 
 async def test_a_run_frame_that_cannot_be_sent_takes_no_slot(start_axon: StartAxon) -> None:
     axon = await start_axon(AgentSpec(id="a", agent=MISBEHAVING))
-    worker = axon._routers["a"].supervisor.workers()[0]  # pyright: ignore[reportPrivateUsage]
+    worker = axon.hosted("a").workers()[0]
     for _ in range(3):
         with pytest.raises(ProtocolError):  # FrameTooLarge: nothing was sent
             worker.start_run("p", b"[" + b" " * (65 * 2**20) + b"]", "c", 5.0, stream=False)
@@ -218,6 +218,7 @@ async def test_a_worker_that_breaks_the_protocol_is_killed_past_its_budget(
     assert await killed_for(events, mark, pid) == "protocol"
     logged = events.find("protocol.error", since=mark, agent="hostile")
     assert len(logged) <= PROTOCOL_BUDGET, "one worker's junk flooded the log"
+    assert len(events.find("worker.kill", since=mark, pid=pid)) == 1, "killed more than once"
     await wait_until_serving(axon, "hostile", replaced=[pid])
     assert (await axon.send_message("hostile", "hello")).output == "echo: hello"
     await assert_healthy_untouched(axon, events, healthy)

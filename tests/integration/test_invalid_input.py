@@ -16,9 +16,9 @@ import msgspec
 import pytest
 
 from axon import AgentNotFound, AgentSpec, Axon, InvalidRequest
+from axon.pool.process import WorkerProcess
 from axon.testing import user_prompts, wait_until_serving, worker_pids
 from axon.worker.host import EXIT_PROTOCOL
-from axon.worker.process import WorkerProcess
 
 from ..conftest import MISBEHAVING, StartAxon, pid_alive
 
@@ -141,7 +141,9 @@ async def test_bad_timeouts_are_invalid_request(start_axon: StartAxon, log: Any)
 
 
 def first_worker(axon: Axon, agent_id: str) -> WorkerProcess:
-    return axon._router(agent_id).supervisor.workers()[0]  # pyright: ignore[reportPrivateUsage]
+    worker = axon.hosted(agent_id).workers()[0]
+    assert isinstance(worker, WorkerProcess)
+    return worker
 
 
 def framed(payload: bytes) -> bytes:

@@ -26,6 +26,7 @@ from axon._tasks import TaskSet
 from axon.http.app import create_app
 from axon.observability.events import EVENTS, LOGGER_NAME
 from axon.observability.logging import configure_logging
+from axon.pool.process import WorkerProcess
 from axon.testing import AxonServer
 
 from ..conftest import MISBEHAVING, ServeAxon, StartAxon
@@ -273,8 +274,8 @@ async def test_a_malformed_frame_is_a_protocol_error_line(
     start_axon: StartAxon, json_log: io.StringIO
 ) -> None:
     axon = await start_axon(AgentSpec(id="m", agent=MISBEHAVING))
-    worker = axon._router("m").supervisor.worker_at(0)  # pyright: ignore[reportPrivateUsage]
-    assert worker is not None
+    worker = axon.hosted("m").worker_at(0)
+    assert isinstance(worker, WorkerProcess)
     assert worker._channel is not None  # pyright: ignore[reportPrivateUsage]
     worker._channel.write_raw(b"\x00\x00\x00\x03\xc1\xc1\xc1")  # pyright: ignore[reportPrivateUsage]
     assert (await axon.send_message("m", "after")).output == "echo: after"

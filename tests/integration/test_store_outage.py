@@ -1,7 +1,7 @@
 """The PostgreSQL store becomes unreachable under a running orchestrator, then comes back
 (Guarantee 3, issue "Store faults").
 
-The store URL points at a :class:`~axon.testing.tcp_relay.TcpRelay` in front of the shared test
+The store URL points at a :class:`~axon.chaos.tcp_relay.TcpRelay` in front of the shared test
 server; cutting the relay is the outage (the server itself is never touched). The store runs
 with ``connect_timeout=1&command_timeout=1`` so that every wait on the database is bounded by
 about a second. What the caller must see: ``StoreUnavailable`` (typed, never a hang, never an
@@ -18,8 +18,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from axon import AgentSpec, RuntimeSpec, StoreUnavailable
+from axon.chaos.tcp_relay import TcpRelay
 from axon.testing import EventLog, user_prompts
-from axon.testing.tcp_relay import TcpRelay
 
 from ..conftest import MISBEHAVING, StartAxon
 

@@ -357,7 +357,7 @@ async def scenario(strategy: Strategy, ops: Sequence[Op]) -> None:
     with capture_events(recorder):
         try:
             await axon.start()
-            recorder.watch(axon._router(AGENT).supervisor)  # pyright: ignore[reportPrivateUsage]
+            recorder.watch(axon.hosted(AGENT).supervisor)
             trace.append(f"start: {await driver.settle_and_check()}")
             for op in ops:
                 before = driver.status().state

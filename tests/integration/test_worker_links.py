@@ -1,4 +1,4 @@
-"""Faults on the link between the orchestrator and a worker (``axon.testing.link_relay``): a
+"""Faults on the link between the orchestrator and a worker (``axon.chaos.link_relay``): a
 slow or fragmented link still serves every run; a cut, truncated or silent one costs only the
 runs on that worker, which is replaced, and no history."""
 
@@ -11,8 +11,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from axon import AgentCrashed, AgentSpec, Axon
+from axon.chaos.link_relay import FaultyLinks
+from axon.pool.spawner import ProcessSpawner
 from axon.testing import capture_events, user_prompts, wait_until_serving, worker_pids
-from axon.testing.link_relay import FaultyLinks
 
 from ..conftest import FAST, MISBEHAVING, StartAxon
 
@@ -24,7 +25,7 @@ async def linked(start_axon: StartAxon) -> AsyncIterator[tuple[Axon, FaultyLinks
         AgentSpec(id="m", agent=MISBEHAVING),
         AgentSpec(id="other", agent=MISBEHAVING),
         supervisor=FAST.model_copy(update={"heartbeat_timeout": 1.5}),
-        worker_links=links,
+        spawner=ProcessSpawner(links=links),
     )
     yield axon, links
     links.close()

@@ -13,8 +13,7 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 
-from axon.errors import StoreUnavailable
-from axon.store.base import StoreConflict
+from axon.errors import StoreConflict, StoreUnavailable
 from axon.store.postgres import PostgresStore
 from axon.store.sqlite import SqliteStore
 from axon.testing.store_conformance import exchange, prompts_of, to_json

@@ -15,11 +15,11 @@ from urllib.parse import urlsplit
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 
-from axon.errors import ConfigError, StoreUnavailable
+from axon.chaos.tcp_relay import TcpRelay
+from axon.errors import ConfigError, StoreConflict, StoreUnavailable
 from axon.store import open_store
-from axon.store.base import StoreConflict, join_json_arrays
+from axon.store.base import join_json_arrays
 from axon.store.postgres import MIGRATIONS, PostgresStore
-from axon.testing.tcp_relay import TcpRelay
 
 from ..conftest import POSTGRES_DSN
 

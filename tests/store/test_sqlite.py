@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from axon.errors import ConfigError, StoreUnavailable
-from axon.store import StoreConflict, open_store
+from axon.errors import ConfigError, StoreConflict, StoreUnavailable
+from axon.store import open_store
 from axon.store.migrations import Migration
 from axon.store.sqlite import MIGRATIONS, SqliteStore
 from axon.testing.store_conformance import exchange, prompts_of, to_json

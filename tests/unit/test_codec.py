@@ -15,14 +15,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from axon.errors import AxonError, ProtocolError
+from axon.errors import AxonError, FrameTooLarge, ProtocolError
 from axon.protocol import codec
 from axon.protocol.channel import ChannelClosed, FrameChannel
 from axon.protocol.codec import (
     HEADER_SIZE,
     MAX_FRAME_SIZE,
     FrameDecoder,
-    FrameTooLarge,
     decode_header,
     decode_payload,
     encode_frame,
@@ -34,6 +33,7 @@ from axon.protocol.frames import (
     PROTOCOL_VERSION,
     Cancel,
     Error,
+    Event,
     Frame,
     Hello,
     Ping,
@@ -45,12 +45,10 @@ from axon.protocol.frames import (
     SpanEventRecord,
     SpanRecord,
     Spans,
-    TextDelta,
-    ToolCall,
-    ToolResult,
     ToOrchestrator,
     ToWorker,
 )
+from axon.stream import TextDelta, ToolCall, ToolResult
 
 FRAME_TYPES: tuple[type, ...] = typing.get_args(Frame)
 ANY_FRAME = FrameDecoder(Frame)
@@ -115,10 +113,12 @@ FRAME_STRATEGIES: dict[type, st.SearchStrategy[Any]] = {
         trace=st.none() | st.dictionaries(texts, texts, max_size=3),
     ),
     Cancel: st.builds(Cancel, id=run_ids),
-    TextDelta: st.builds(TextDelta, id=run_ids, text=texts),
-    ToolCall: st.builds(ToolCall, id=run_ids, tool_name=texts, args=json_bytes, tool_call_id=texts),
-    ToolResult: st.builds(
-        ToolResult, id=run_ids, tool_name=texts, content=json_bytes, tool_call_id=texts
+    Event: st.builds(
+        Event,
+        id=run_ids,
+        event=st.builds(TextDelta, texts)
+        | st.builds(ToolCall, texts, json_bytes, texts)
+        | st.builds(ToolResult, texts, json_bytes, texts),
     ),
     Result: st.builds(
         Result,
@@ -139,7 +139,7 @@ frames = st.one_of(*FRAME_STRATEGIES.values())
 
 def test_every_frame_type_has_a_strategy() -> None:
     assert set(FRAME_STRATEGIES) == set(FRAME_TYPES)
-    assert len(FRAME_TYPES) == 13
+    assert len(FRAME_TYPES) == 11
 
 
 # -- encode / decode --------------------------------------------------------------------------
@@ -189,8 +189,19 @@ def pack(obj: object) -> bytes:
         (pack({"kind": "run", "id": "x", "prompt": 5}), "wrong field types"),
         (pack({"kind": "run", "id": 1, "prompt": "p", "history": "not bytes"}), "str for bytes"),
         (pack({"kind": "run", "id": 1.5, "prompt": "p"}), "float id"),
-        (pack({"kind": "text_delta", "id": 1, "text": [1, 2]}), "text is not a string"),
-        (pack({"kind": "tool_call", "id": 1, "tool_name": "t", "args": {}}), "args not bytes"),
+        (pack({"kind": "event", "id": 1, "event": {"type": "text_delta", "text": [1]}}), "text"),
+        (
+            pack(
+                {
+                    "kind": "event",
+                    "id": 1,
+                    "event": {"type": "tool_call", "tool_name": "t", "args": {}},
+                }
+            ),
+            "args not bytes",
+        ),
+        (pack({"kind": "event", "id": 1, "event": {"type": "gossip"}}), "unknown event type"),
+        (pack({"kind": "event", "id": 1, "event": "not a map"}), "event not a map"),
         (pack({"kind": "result", "id": 1, "output": "x", "messages": b"[]"}), "str output"),
         (pack([1, 2, 3]), "an array"),
         (pack("ping"), "a string"),
@@ -216,9 +227,9 @@ def test_arbitrary_bytes_decode_to_a_frame_or_raise_protocol_error_only(payload:
 
 
 field_names = st.sampled_from(
-    ["id", "seq", "pid", "protocol", "prompt", "history", "error", "text", "tool_name", "args",
-     "content", "tool_call_id", "output", "messages", "grace", "timeout", "stream",
-     "conversation_id", "usage", "run_id", "trace", "spans"]
+    ["id", "seq", "pid", "protocol", "prompt", "history", "error", "event", "output",
+     "messages", "grace", "timeout", "stream", "conversation_id", "usage", "run_id", "trace",
+     "spans"]
 )  # fmt: skip
 kinds = st.sampled_from(
     [
@@ -226,9 +237,7 @@ kinds = st.sampled_from(
         "ready",
         "run",
         "cancel",
-        "text_delta",
-        "tool_call",
-        "tool_result",
+        "event",
         "spans",
         "result",
         "error",
@@ -318,7 +327,7 @@ def test_a_worker_may_not_send_what_only_the_orchestrator_sends(frame: Frame) ->
     [
         Hello(protocol=2, pid=1),
         Ready(protocol=2, pid=1),
-        TextDelta(id=1, text="t"),
+        Event(id=1, event=TextDelta("t")),
         Result(id=1, output=b'"x"', messages=b"[]"),
         Pong(seq=1),
     ],
@@ -366,7 +375,7 @@ def _peak_bytes_of(decode: Any) -> int:
 @pytest.mark.parametrize(
     ("frame", "field"),
     [
-        (TextDelta(id=1, text="t"), "data"),  # an unknown field: skipped, never built
+        (Event(id=1, event=TextDelta("t")), "data"),  # an unknown field: skipped, never built
         (Pong(seq=1), "padding"),
         (Hello(protocol=2, pid=1), "extra"),
     ],
@@ -376,20 +385,27 @@ def test_an_unknown_field_costs_nothing_to_decode(frame: Frame, field: str) -> N
     assert _peak_bytes_of(lambda: from_worker.decode(payload)) < 2**20
 
 
-@pytest.mark.parametrize(
-    "fields",
-    [
-        {"kind": "text_delta", "id": 1},  # text: a string, not an array
-        {"kind": "tool_call", "id": 1, "tool_name": "t", "tool_call_id": "c"},  # args: bytes
-        {"kind": "result", "id": 1, "messages": b"[]"},  # output: bytes
-    ],
-)
-def test_a_typed_field_holding_a_bomb_is_refused_without_building_it(
-    fields: dict[str, Any],
-) -> None:
-    missing = {"text_delta": "text", "tool_call": "args", "result": "output"}[fields["kind"]]
+def _bomb_in(fields: dict[str, Any], field: str) -> bytes:
+    """A msgpack map of ``fields`` and one more, ``field``, holding a bomb."""
     payload = pack(fields)
-    payload = bytes([payload[0] + 1]) + payload[1:] + pack(missing) + _array_of_empty_arrays(BOMB)
+    return bytes([payload[0] + 1]) + payload[1:] + pack(field) + _array_of_empty_arrays(BOMB)
+
+
+def _event_with_bomb(fields: dict[str, Any], field: str) -> bytes:
+    head = pack({"kind": "event", "id": 1})
+    return bytes([head[0] + 1]) + head[1:] + pack("event") + _bomb_in(fields, field)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        _event_with_bomb({"type": "text_delta"}, "text"),  # a string, not an array
+        _event_with_bomb({"type": "tool_call", "tool_name": "t", "tool_call_id": "c"}, "args"),
+        _bomb_in({"kind": "result", "id": 1, "messages": b"[]"}, "output"),  # bytes
+    ],
+    ids=["text", "args", "output"],
+)
+def test_a_typed_field_holding_a_bomb_is_refused_without_building_it(payload: bytes) -> None:
     with pytest.raises(ProtocolError):
         from_worker.decode(payload)
     assert _peak_bytes_of(lambda: from_worker.decode(payload)) < 2**20

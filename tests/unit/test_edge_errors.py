@@ -7,17 +7,16 @@ import pickle
 
 import pytest
 
-from axon.errors import AxonError
-from axon.http.connections import ConnectionGate
-from axon.http.errors import (
+from axon.errors import (
+    AxonError,
     ForbiddenHost,
     ForbiddenOrigin,
     RequestTimeout,
     ShuttingDown,
     TooManyConnections,
-    retry_after_header,
-    status_of,
 )
+from axon.http.connections import ConnectionGate
+from axon.http.errors import retry_after_header, status_of
 
 EDGE: list[tuple[AxonError, int, str, dict[str, str]]] = [
     (ShuttingDown("bye", retry_after=2.5), 503, "shutting_down", {"Retry-After": "3"}),

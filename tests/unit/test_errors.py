@@ -17,16 +17,28 @@ from axon.errors import (
     AgentTimeout,
     AgentUnavailable,
     AxonError,
+    Cancelled,
     ConfigError,
+    ConnectionLost,
     ConversationBusy,
     ConversationNotFound,
+    ForbiddenHost,
+    ForbiddenOrigin,
+    FrameTooLarge,
     HistoryTooLarge,
     InvalidRequest,
     Overloaded,
     ProtocolError,
+    RemoteError,
+    RequestTimeout,
     ResultTooLarge,
     RunInterrupted,
+    ServerUnreachable,
+    ShuttingDown,
+    StartupFailed,
+    StoreConflict,
     StoreUnavailable,
+    TooManyConnections,
     Unauthorized,
 )
 
@@ -57,6 +69,18 @@ SAMPLES: dict[str, list[AxonError]] = {
     "HistoryTooLarge": [HistoryTooLarge("c-big", size=20_000_000, limit=16_777_216)],
     "ResultTooLarge": [ResultTooLarge("a", size=70_000_123, limit=16_777_216)],
     "StoreUnavailable": [StoreUnavailable("sqlite", "database is locked", retry_after=0.5)],
+    "StoreConflict": [StoreConflict("c-1", expected=2, actual=3)],
+    "Cancelled": [Cancelled()],
+    "StartupFailed": [StartupFailed("ImportError: no module named nope")],
+    "FrameTooLarge": [FrameTooLarge("frame of 99 bytes exceeds 10", size=99, limit=10)],
+    "ShuttingDown": [ShuttingDown("shutting down", retry_after=2.0)],
+    "ForbiddenHost": [ForbiddenHost("attacker.example:8000")],
+    "ForbiddenOrigin": [ForbiddenOrigin("http://evil.example")],
+    "TooManyConnections": [TooManyConnections(1024)],
+    "RequestTimeout": [RequestTimeout(10.0)],
+    "ServerUnreachable": [ServerUnreachable("http://127.0.0.1:1", "connection refused")],
+    "ConnectionLost": [ConnectionLost("http://127.0.0.1:8000", "reset")],
+    "RemoteError": [RemoteError("gone", error_type="not_found", status=404)],
 }
 
 ALL = [(name, e) for name in sorted(SAMPLES) for e in SAMPLES[name]]
@@ -110,9 +134,30 @@ def test_error_dict_survives_json(name: str, error: AxonError) -> None:
     assert_same(AxonError.from_dict(json.loads(json.dumps(error.to_dict()))), error)
 
 
+def _import_every_module() -> None:
+    import importlib
+    import pkgutil
+
+    for module in pkgutil.walk_packages(axon.__path__, "axon."):
+        if module.name.endswith("__main__"):
+            continue
+        importlib.import_module(module.name)
+
+
+def test_every_error_class_lives_in_axon_errors() -> None:
+    """One error family in one module: ``AxonError.from_dict`` knows every type whatever was
+    imported (trio's ``_core/_exceptions.py``)."""
+    _import_every_module()
+    elsewhere = sorted(
+        f"{cls.__module__}.{cls.__qualname__}"
+        for cls in _subclasses(AxonError)
+        if cls.__module__ != "axon.errors" and cls.__module__.startswith("axon.")
+    )
+    assert elsewhere == []
+
+
 def test_every_error_class_anywhere_has_its_own_type_name() -> None:
-    import axon.protocol.codec
-    import axon.worker.process
+    _import_every_module()
 
     classes = _subclasses(AxonError) | {AxonError}
     names = [cls.type for cls in classes]
@@ -120,7 +165,7 @@ def test_every_error_class_anywhere_has_its_own_type_name() -> None:
     registry: dict[str, type[AxonError]] = AxonError._registry  # pyright: ignore[reportPrivateUsage]
     for cls in classes:
         assert registry[cls.type] is cls
-    assert registry["startup_failed"] is axon.worker.process.StartupFailed
+    assert registry["startup_failed"] is axon.pool.process.StartupFailed
     # subclasses defined outside axon.errors round-trip too
     too_large = axon.protocol.codec.FrameTooLarge("frame header announces 9 bytes")
     assert_same(AxonError.from_dict(too_large.to_dict()), too_large)

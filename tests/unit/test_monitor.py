@@ -264,7 +264,7 @@ def test_feed_survives_a_sink_error_elsewhere() -> None:
 
 
 def _status(pid: int | None, state: str, in_flight: int, queued: int) -> AgentStatus:
-    exit_ = ExitRecord(T0, 0, 99, None, 9, "killed", False, "crashed")
+    exit_ = ExitRecord(signal=9, cause="crashed", reason="killed", pid=99, worker=0, at=T0)
     return AgentStatus(
         id="a",
         state="running",

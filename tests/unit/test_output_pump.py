@@ -1,5 +1,5 @@
 """What a child prints becomes log lines: read to the end whatever it is, long lines cut, floods
-rate-limited and counted (``axon.worker.output``)."""
+rate-limited and counted (``axon.pool.output``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from axon.worker.output import OutputPump
+from axon.pool.output import OutputPump
 
 
 class Clock:

@@ -7,9 +7,10 @@ import pytest
 from pydantic_ai import ModelMessagesTypeAdapter
 from pydantic_ai.messages import ModelRequest, ModelResponse, TextPart, UserPromptPart
 
-from axon.protocol.frames import Result, TextDelta, ToolCall, ToolResult
+from axon.protocol.frames import Result
 from axon.protocol.payloads import event_problem, messages_problem, result_problem
 from axon.store.base import join_json_arrays
+from axon.stream import TextDelta, ToolCall, ToolResult
 
 GOOD = ModelMessagesTypeAdapter.dump_json(
     [ModelRequest(parts=[UserPromptPart("hi")]), ModelResponse(parts=[TextPart("hello")])]
@@ -62,10 +63,8 @@ def test_an_output_or_usage_that_is_not_json_is_refused(result: Result) -> None:
 
 
 def test_tool_payloads_must_be_json() -> None:
-    assert event_problem(TextDelta(id=1, text="anything")) is None
-    assert event_problem(ToolCall(id=1, tool_name="t", args=b'{"a": 1}', tool_call_id="c")) is None
-    assert event_problem(ToolCall(id=1, tool_name="t", args=b"{", tool_call_id="c")) is not None
-    assert event_problem(ToolResult(id=1, tool_name="t", content=b"[1]", tool_call_id="c")) is None
-    assert (
-        event_problem(ToolResult(id=1, tool_name="t", content=b"NaN", tool_call_id="c")) is not None
-    )
+    assert event_problem(TextDelta("anything")) is None
+    assert event_problem(ToolCall("t", b'{"a": 1}', "c")) is None
+    assert event_problem(ToolCall("t", b"{", "c")) is not None
+    assert event_problem(ToolResult("t", b"[1]", "c")) is None
+    assert event_problem(ToolResult("t", b"NaN", "c")) is not None

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from axon.exits import Exit
 from axon.supervisor.policy import (
-    Exit,
     RestartIntensity,
     RestartType,
     Strategy,

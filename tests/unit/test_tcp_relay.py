@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from axon.testing.tcp_relay import TcpRelay
+from axon.chaos.tcp_relay import TcpRelay
 
 
 class Recorder:

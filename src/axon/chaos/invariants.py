@@ -65,7 +65,7 @@ def _typed_errors() -> frozenset[str]:
     types: set[str] = set()
     for name in axon.errors.__all__:
         cls = getattr(axon.errors, name)
-        if isinstance(cls, type) and issubclass(cls, axon.errors.AxonError):
+        if isinstance(cls, type) and issubclass(cls, axon.errors.AxonError) and not cls.internal:
             types.add(cls.type)
     # The bare base type is what a client makes of an error type it does not know.
     return frozenset(types - {axon.errors.AxonError.type})

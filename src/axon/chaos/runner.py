@@ -3,7 +3,7 @@ invariants (:mod:`axon.chaos.invariants`) and a timeline of faults and recoverie
 (:mod:`axon.chaos.timeline`).
 
 The runtime is started from the config with two additions that only chaos uses: every worker's
-link to the orchestrator goes through a :class:`~axon.testing.link_relay.FaultyLinks` relay (for
+link to the orchestrator goes through a :class:`~axon.chaos.link_relay.FaultyLinks` relay (for
 ``cut``), and the targeted agents' workers accept fault signals
 (:mod:`axon.worker.faults`, for ``raise`` and ``stall``). Each fault strikes one running worker
 of a targeted agent, chosen at random (seeded), never one already struck:
@@ -37,7 +37,7 @@ each attack ended as it must, the agents no other fault struck had no error at a
 orchestrator's memory stayed bounded (its peak RSS is sampled every 0.1 s and reported).
 
 A store outage needs a ``postgresql://`` store: the runtime reaches it through a
-:class:`~axon.testing.tcp_relay.TcpRelay` (the server itself is never touched, so other users of
+:class:`~axon.chaos.tcp_relay.TcpRelay` (the server itself is never touched, so other users of
 it are not disturbed). It strikes every agent, so its ``store_unavailable`` errors do not count
 against isolation; its recovery is from the cut until the store answers the runtime again.
 
@@ -54,7 +54,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,17 +70,17 @@ from axon.chaos.invariants import (
     check_invariants,
     observe_agent,
 )
+from axon.chaos.link_relay import FaultyLinks
+from axon.chaos.spawner import ChaosSpawner
+from axon.chaos.tcp_relay import TcpRelay
 from axon.chaos.timeline import Recovery, StateChange, recovery_times, serving_intervals
 from axon.config import AxonConfig
 from axon.errors import AxonError
 from axon.loadtest import InProcessTarget, LoadReport, Plan, run_load
 from axon.loadtest import RequestRecord as LoadRecord
+from axon.pool.groups import pid_alive
 from axon.runtime import Axon
 from axon.status import AgentStatus
-from axon.testing.helpers import pid_alive, wait_until, wait_until_serving
-from axon.testing.link_relay import FaultyLinks
-from axon.testing.tcp_relay import TcpRelay
-from axon.worker.faults import ENV_VAR as FAULT_SIGNALS
 
 __all__ = ["FAULT_KINDS", "ChaosPlan", "ChaosResult", "run_chaos"]
 
@@ -203,21 +203,15 @@ async def run_chaos(
 ) -> ChaosResult:
     """Run ``plan`` against a runtime started from ``config``; see the module docstring."""
     targets = targets_of(config, plan)
-    if {"raise", "stall"} & set(plan.every):
-        config = config.model_copy(
-            update={
-                "agents": tuple(
-                    a.model_copy(update={"env": {**a.env, FAULT_SIGNALS: "1"}})
-                    if a.id in targets
-                    else a
-                    for a in config.agents
-                )
-            }
-        )
     load_agents = [a.id for a in config.agents]
     if "hostile" in plan.every:
         config = config.model_copy(update={"agents": (*config.agents, hostile_agent())})
     links = FaultyLinks()
+    spawner = ChaosSpawner(
+        links,
+        fault_signals=targets if {"raise", "stall"} & set(plan.every) else (),
+        fork_server=config.runtime.fork_server,
+    )
     store_relay: TcpRelay | None = None
     if "outage" in plan.every:
         store_relay = await TcpRelay.in_front_of(config.runtime.store).start()
@@ -227,7 +221,7 @@ async def run_chaos(
         config = config.model_copy(update={"runtime": runtime})
     recorded: list[tuple[float, str, dict[str, Any]]] = []
     try:
-        async with Axon(config=config, worker_links=links) as axon:
+        async with Axon(config=config, spawner=spawner) as axon:
 
             def record(event: str, level: int, fields: Mapping[str, Any]) -> None:
                 if event in _RECORDED:
@@ -393,7 +387,7 @@ class _Injector:
     async def _axon_changed(self) -> None:
         """Until any targeted agent's state or workers change (a worker may be running)."""
         waits = [
-            asyncio.ensure_future(wait_until(self._axon, agent, _changed(self._axon, agent)))
+            asyncio.ensure_future(self._axon.hosted(agent).wait_for(_changed(self._axon, agent)))
             for agent in self._targets
         ]
         try:
@@ -593,3 +587,17 @@ def _request(record: LoadRecord) -> RequestRecord:
 def _signal(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError):  # it died on its own: the fault is moot
         os.kill(pid, sig)
+
+
+async def wait_until(
+    axon: Axon, agent_id: str, predicate: Callable[[AgentStatus], bool], timeout: float
+) -> AgentStatus:
+    async with asyncio.timeout(timeout):
+        return await axon.hosted(agent_id).wait_for(predicate)
+
+
+async def wait_until_serving(
+    axon: Axon, agent_id: str, *, replaced: Collection[int], timeout: float
+) -> AgentStatus:
+    async with asyncio.timeout(timeout):
+        return await axon.hosted(agent_id).wait_running(replaced=replaced)

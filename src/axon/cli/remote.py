@@ -25,8 +25,17 @@ from axon.cli.app import (
     console,
     err_console,
 )
-from axon.client import DEFAULT_URL, AxonClient, RemoteError, error_type_of
-from axon.errors import AxonError
+from axon.client import DEFAULT_URL, AxonClient, error_type_of
+from axon.errors import AxonError, RemoteError
+from axon.stream import (
+    FinalResult,
+    TextDelta,
+    ToolCall,
+    ToolResult,
+    event_name,
+    reply_json,
+    sse_data,
+)
 
 if TYPE_CHECKING:
     from pydantic_ai.messages import ModelMessage
@@ -241,24 +250,24 @@ def _stream_reply(
     json_output: bool,
 ) -> dict[str, Any]:
     streamed_text = False
-    for event, data in client.stream(agent, prompt, conversation_id=conversation, timeout=timeout):
+    for event in client.stream(agent, prompt, conversation_id=conversation, timeout=timeout):
         if json_output:
-            _print_json({"event": event, "data": data})
-        elif event == "text_delta":
-            _write(str(data.get("text", "")))
+            _print_json({"event": event_name(event), "data": json.loads(sse_data(event))})
+        elif isinstance(event, TextDelta):
+            _write(event.text)
             streamed_text = True
-        elif event == "tool_call":
+        elif isinstance(event, ToolCall):
             _stdout_newline()
-            _note(f"tool call {_call_text(str(data.get('tool_name')), data.get('args'))}")
-        elif event == "tool_result":
+            _note(f"tool call {_call_text(event.tool_name, event.args)}")
+        elif isinstance(event, ToolResult):
             _stdout_newline()
-            _note(f"tool result {data.get('tool_name')}: {_short(data.get('content'))}")
-        if event == "final":
+            _note(f"tool result {event.tool_name}: {_short(event.content)}")
+        if isinstance(event, FinalResult):
             if not json_output:
                 if not streamed_text:  # e.g. a structured output: it came only with the reply
-                    _write(_output_text(data.get("output")))
+                    _write(_output_text(event.reply.output))
                 _write("\n")
-            return data
+            return json.loads(reply_json(event.reply))
     raise AssertionError("unreachable: AxonClient.stream ends with a final event or raises")
 
 

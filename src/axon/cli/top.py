@@ -39,8 +39,8 @@ from axon.cli.remote import (
     last_exit,
     remote,
 )
-from axon.client import AxonClient, ConnectionLost, ServerUnreachable
-from axon.errors import AxonError
+from axon.client import AxonClient
+from axon.errors import AxonError, ConnectionLost, ServerUnreachable
 
 __all__ = ["render_frame", "run_top", "sparkline", "top"]
 

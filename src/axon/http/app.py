@@ -11,7 +11,6 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
-import msgspec
 from fastapi import APIRouter, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -36,9 +35,16 @@ from axon.http.schemas import (
     ReadinessBody,
     ReplyBody,
 )
-from axon.http.sse import EVENT_NAMES, EventStreamResponse, reply_fields
-from axon.replies import FinalResult, Reply, StreamEvent
+from axon.http.sse import EventStreamResponse
 from axon.runtime import Axon
+from axon.stream import (
+    SSE_EVENT_NAMES,
+    FinalResult,
+    Reply,
+    StreamEvent,
+    reply_json,
+    sse_json_schemas,
+)
 
 __all__ = ["create_app"]
 
@@ -87,22 +93,11 @@ def _sse_event(name: str, data_schema: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _object(**properties: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "object", "required": list(properties), "properties": properties}
-
-
 _SSE_EVENT_SCHEMA: dict[str, Any] = {
-    "oneOf": [
-        _sse_event("text_delta", _object(text={"type": "string"})),
-        _sse_event("tool_call", _object(tool_name={"type": "string"}, args={}, tool_call_id={})),
-        _sse_event(
-            "tool_result", _object(tool_name={"type": "string"}, content={}, tool_call_id={})
-        ),
-        _sse_event("final", {"$ref": "#/components/schemas/ReplyBody"}),
-        _sse_event("error", {"$ref": "#/components/schemas/ErrorEnvelope"}),
-    ]
+    "oneOf": [_sse_event(name, schema) for name, schema in sse_json_schemas().items()]
 }
-"""One Server-Sent Event of a streamed reply: its name and its JSON data."""
+"""One Server-Sent Event of a streamed reply: its name and its JSON data (derived from the
+event types of :mod:`axon.stream`)."""
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -128,7 +123,7 @@ def create_app(
         summary="Supervised worker processes for pydantic-ai agents.",
         description='Every error is `{"error": {"type", "message", ...facts}}` with the '
         "status that fits. Streaming replies are Server-Sent Events with the event names "
-        + ", ".join(f"`{n}`" for n in EVENT_NAMES)
+        + ", ".join(f"`{n}`" for n in SSE_EVENT_NAMES)
         + ".",
     )
     app.state.axon = axon
@@ -237,9 +232,7 @@ def _api_routes() -> APIRouter:
                 handed_over = True
                 return EventStreamResponse(relay, first)
             assert isinstance(first, FinalResult)
-            return Response(
-                msgspec.json.encode(reply_fields(first.reply)), media_type="application/json"
-            )
+            return Response(reply_json(first.reply), media_type="application/json")
         except ClientGone:
             return Response(status_code=CLIENT_CLOSED_REQUEST)
         finally:

@@ -33,7 +33,8 @@ from starlette.types import Receive, Scope, Send
 from uvicorn._types import ASGI3Application
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from axon.http.errors import RequestTimeout, TooManyConnections, error_response, status_of
+from axon.errors import RequestTimeout, TooManyConnections
+from axon.http.errors import error_response, status_of
 from axon.http.relay import CUT_CONNECTION
 
 __all__ = ["ConnectionGate", "EdgeProtocol", "edge_protocol"]

@@ -26,23 +26,23 @@ from axon.errors import (
     AxonError,
     ConversationBusy,
     ConversationNotFound,
+    ForbiddenHost,
+    ForbiddenOrigin,
     HistoryTooLarge,
     InvalidRequest,
     Overloaded,
     ProtocolError,
+    RequestTimeout,
     ResultTooLarge,
     RunInterrupted,
+    ShuttingDown,
     StoreUnavailable,
+    TooManyConnections,
     Unauthorized,
 )
 
 __all__ = [
     "STATUS",
-    "ForbiddenHost",
-    "ForbiddenOrigin",
-    "RequestTimeout",
-    "ShuttingDown",
-    "TooManyConnections",
     "error_payload",
     "error_response",
     "install_error_handlers",
@@ -52,82 +52,8 @@ __all__ = [
 ]
 
 
-class ShuttingDown(AxonError):
-    """The server is shutting down and this request did not finish within the grace period;
-    nothing of its run was committed. Only the HTTP edge raises it."""
-
-    type = "shutting_down"
-
-    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
-        super().__init__(message, retry_after=retry_after)
-
-
 # The errors below are the HTTP edge's own, like ShuttingDown: about a connection or a browser,
 # never raised by the Python API. Each says what the client can do.
-
-
-class ForbiddenHost(AxonError):
-    """The request's ``Host`` names no address this server answers to (a guard against DNS
-    rebinding: a web page whose name resolves to this machine). Use the server's own address,
-    or, if the name is the server's, add it to ``runtime.allowed_hosts``."""
-
-    type = "forbidden_host"
-    host: str
-
-    def __init__(self, host: str) -> None:
-        super().__init__(
-            f"this server does not answer to Host {host!r}; if that name is the server's, add "
-            "it to runtime.allowed_hosts",
-            host=host,
-        )
-
-
-class ForbiddenOrigin(AxonError):
-    """A browser sent a state-changing request (or a CORS preflight) from a web page of another
-    origin (a guard against cross-site request forgery). Serve the page from the server's own
-    origin, or list its origin in ``runtime.cors_origins``."""
-
-    type = "forbidden_origin"
-    origin: str
-
-    def __init__(self, origin: str, *, reason: str | None = None) -> None:
-        super().__init__(
-            reason
-            or f"a web page of the origin {origin!r} may not change anything here; list it in "
-            "runtime.cors_origins if it is yours",
-            origin=origin,
-        )
-
-
-class TooManyConnections(AxonError):
-    """The server already serves ``runtime.max_connections`` connections; this one is answered
-    and closed. Retry after ``retry_after`` seconds."""
-
-    type = "too_many_connections"
-    max_connections: int
-    retry_after: float
-
-    def __init__(self, max_connections: int, *, retry_after: float = 1.0) -> None:
-        super().__init__(
-            f"the server already serves its {max_connections} connections; retry in "
-            f"{retry_after:g}s",
-            max_connections=max_connections,
-            retry_after=retry_after,
-        )
-
-
-class RequestTimeout(AxonError):
-    """The connection did not send a whole request line and headers within
-    ``runtime.header_timeout`` seconds; the server closes it. Send the request at once."""
-
-    type = "request_timeout"
-    header_timeout: float
-
-    def __init__(self, header_timeout: float) -> None:
-        super().__init__(
-            f"the request's headers did not arrive within {header_timeout:g}s",
-            header_timeout=header_timeout,
-        )
 
 
 STATUS: dict[type[AxonError], int] = {

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from starlette.middleware.cors import SAFELISTED_HEADERS, CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from axon.errors import AxonError
-from axon.http.errors import ForbiddenHost, ForbiddenOrigin, error_response
+from axon.errors import AxonError, ForbiddenHost, ForbiddenOrigin
+from axon.http.errors import error_response
 
 __all__ = [
     "ANY_HOST_PATHS",

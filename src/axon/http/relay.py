@@ -27,7 +27,7 @@ from starlette.types import Receive, Scope
 
 from axon._tasks import TaskSet
 from axon.observability.events import EventBus
-from axon.replies import StreamEvent
+from axon.stream import StreamEvent
 
 __all__ = [
     "CUT_CONNECTION",

@@ -26,10 +26,10 @@ import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from axon.config import AxonConfig, RuntimeSpec
-from axon.errors import ConfigError
+from axon.errors import ConfigError, ShuttingDown
 from axon.http.app import create_app
 from axon.http.connections import ConnectionGate, edge_protocol
-from axon.http.errors import ShuttingDown, error_response
+from axon.http.errors import error_response
 from axon.http.origin import OriginPolicy
 from axon.observability.events import EventBus
 from axon.runtime import Axon

@@ -1,89 +1,38 @@
-"""A run as Server-Sent Events: ``text_delta``, ``tool_call``, ``tool_result``, then ``final``
-(the committed reply) or ``error`` (the error envelope); a comment line keeps an idle stream
-alive through proxies.
+"""A run as Server-Sent Events (:mod:`axon.stream` encodes each): ``text_delta``, ``tool_call``,
+``tool_result``, then ``final`` (the committed reply) or ``error`` (the error envelope's object
+with its HTTP status); a comment line keeps an idle stream alive through proxies.
 
 Each event is ``event: NAME`` and one ``data:`` line of JSON::
 
     event: text_delta
-    data: {"text": "Sunny"}
+    data: {"type": "text_delta", "text": "Sunny"}
 
     event: final
-    data: {"output": "Sunny, 21 C", "conversation_id": "...", ...}
+    data: {"conversation_id": "...", "output": "Sunny, 21 C", ...}
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-from typing import Any
 
-import msgspec
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from axon.errors import AxonError
-from axon.http.errors import ShuttingDown, error_payload, status_of
+from axon.errors import AxonError, ShuttingDown
+from axon.http.errors import error_payload, status_of
 from axon.http.relay import ClientGone, RunRelay, watch_disconnect
-from axon.replies import FinalResult, Reply, StreamEvent, TextDelta, ToolCall, ToolResult
+from axon.stream import ErrorEvent, FinalResult, StreamEvent, to_sse
 
-__all__ = ["EVENT_NAMES", "EventStreamResponse", "encode_event", "reply_fields"]
+__all__ = ["EventStreamResponse", "encode_error"]
 
-EVENT_NAMES = ("text_delta", "tool_call", "tool_result", "final", "error")
 KEEPALIVE_SECONDS = 15.0
 
 
-def _frame(name: str, data: Any) -> bytes:
-    payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
-    return f"event: {name}\ndata: {payload}\n\n".encode()
-
-
-def _raw_frame(name: str, data: dict[str, Any]) -> bytes:
-    """``_frame`` for data that holds JSON the worker produced (``msgspec.Raw``, relayed as it
-    is: it was checked when it arrived)."""
-    return b"event: " + name.encode() + b"\ndata: " + msgspec.json.encode(data) + b"\n\n"
-
-
-def encode_event(event: StreamEvent) -> bytes:
-    if isinstance(event, TextDelta):
-        return _frame("text_delta", {"text": event.text})
-    if isinstance(event, ToolCall):
-        return _raw_frame(
-            "tool_call",
-            {
-                "tool_name": event.tool_name,
-                "args": msgspec.Raw(event.args_json),
-                "tool_call_id": event.tool_call_id,
-            },
-        )
-    if isinstance(event, ToolResult):
-        return _raw_frame(
-            "tool_result",
-            {
-                "tool_name": event.tool_name,
-                "content": msgspec.Raw(event.content_json),
-                "tool_call_id": event.tool_call_id,
-            },
-        )
-    assert isinstance(event, FinalResult)
-    return _raw_frame("final", reply_fields(event.reply))
-
-
-def reply_fields(reply: Reply) -> dict[str, Any]:
-    """A reply as the fields of ``ReplyBody``, its output and usage relayed as they are."""
-    return {
-        "output": msgspec.Raw(reply.output_json),
-        "conversation_id": reply.conversation_id,
-        "run_id": reply.run_id,
-        "agent_id": reply.agent_id,
-        "usage": msgspec.Raw(reply.usage_json),
-    }
-
-
 def encode_error(exc: AxonError) -> bytes:
-    payload = error_payload(exc)
-    payload["error"]["status"] = status_of(exc)
-    return _frame("error", payload)
+    """The ``error`` event that ends a failed stream: the envelope's object with its status."""
+    error = error_payload(exc)["error"]
+    return to_sse(ErrorEvent({**error, "status": status_of(exc)}))
 
 
 class EventStreamResponse(Response):
@@ -127,7 +76,7 @@ class EventStreamResponse(Response):
 
         event: StreamEvent = self._first
         while True:
-            await write(encode_event(event))
+            await write(to_sse(event))
             if isinstance(event, FinalResult):
                 return
             while True:
@@ -157,13 +106,13 @@ async def _end_cut_stream(send: Send, leftover: list[StreamEvent | BaseException
     ending = encode_error(ShuttingDown(CUT_MESSAGE))
     for item in leftover:
         if isinstance(item, FinalResult):
-            ending = encode_event(item)
+            ending = to_sse(item)
             break
         if isinstance(item, AxonError):
             ending = encode_error(item)
             break
         if not isinstance(item, BaseException):
-            frames.append(encode_event(item))
+            frames.append(to_sse(item))
     with contextlib.suppress(Exception):
         async with asyncio.timeout(1.0):
             body = b"".join([*frames, ending])

@@ -26,17 +26,16 @@ import httpx
 from httpx_sse import SSEError, aconnect_sse
 
 from axon.client import (
-    ConnectionLost,
-    RemoteError,
     body_of,
     error_from_body,
     message_body,
     not_an_event_stream,
     path_segment,
+    read_event,
     transport_error,
 )
-from axon.errors import AgentNotFound
-from axon.replies import FinalResult, StreamEvent, TextDelta
+from axon.errors import AgentNotFound, ConnectionLost, RemoteError
+from axon.stream import FinalResult, StreamEvent, TextDelta
 
 __all__ = ["Exchange", "HttpTarget", "InProcessTarget", "Target"]
 
@@ -166,13 +165,11 @@ class HttpTarget:
                 raise error_from_body(body_of(response), response.status_code)
             try:
                 async for sse in source.aiter_sse():
-                    if sse.event == "text_delta":
+                    event = read_event(sse.event, sse.data)
+                    if isinstance(event, TextDelta):
                         exchange.token_times.append(time.monotonic())
-                    elif sse.event == "error":
-                        raise error_from_body(sse.json(), None)
-                    elif sse.event == "final":
-                        final = sse.json()
-                        exchange.output = final.get("output") if isinstance(final, dict) else None
+                    elif isinstance(event, FinalResult):
+                        exchange.output = event.reply.output
                         return exchange
             except SSEError as exc:
                 raise not_an_event_stream(exc, response.status_code) from None

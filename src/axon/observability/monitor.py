@@ -39,7 +39,7 @@ from typing import Any
 
 from axon.observability.events import EventBus
 from axon.observability.resources import WorkerResources
-from axon.status import AgentStatus, ExitRecord, WorkerStatus
+from axon.status import EXIT_FIELDS, AgentStatus, WorkerStatus
 
 __all__ = ["NOTABLE_EVENTS", "LatencyHistogram", "Monitor"]
 
@@ -148,7 +148,6 @@ class _Usage:
 _NO_USAGE = _Usage(0, None, None)
 _AGENT_FIELDS = tuple(f.name for f in fields(AgentStatus))
 _WORKER_FIELDS = tuple(f.name for f in fields(WorkerStatus))
-_EXIT_FIELDS = tuple(f.name for f in fields(ExitRecord))
 
 
 def _fields_of(obj: object, names: tuple[str, ...]) -> dict[str, Any]:
@@ -333,13 +332,13 @@ class Monitor:
         agents: list[dict[str, Any]] = []
         for status in statuses:
             agent = _fields_of(status, _AGENT_FIELDS)
-            agent["recent_exits"] = [_fields_of(e, _EXIT_FIELDS) for e in status.recent_exits]
+            agent["recent_exits"] = [_fields_of(e, EXIT_FIELDS) for e in status.recent_exits]
             agent["in_flight"] = status.in_flight
             workers: list[dict[str, Any]] = []
             for w in status.workers:
                 worker = _fields_of(w, _WORKER_FIELDS)
                 exit_ = w.last_exit
-                worker["last_exit"] = None if exit_ is None else _fields_of(exit_, _EXIT_FIELDS)
+                worker["last_exit"] = None if exit_ is None else _fields_of(exit_, EXIT_FIELDS)
                 usage = self._usage.get((status.id, w.index))
                 if usage is None or usage.pid != w.pid:  # not sampled since it started
                     usage = _NO_USAGE

@@ -18,14 +18,13 @@ from typing import Any
 
 import msgspec
 
-from axon.errors import ProtocolError
+from axon.errors import FrameTooLarge, ProtocolError
 from axon.protocol.frames import Frame, ToOrchestrator, ToWorker
 
 __all__ = [
     "HEADER_SIZE",
     "MAX_FRAME_SIZE",
     "FrameDecoder",
-    "FrameTooLarge",
     "decode_header",
     "decode_payload",
     "encode_frame",
@@ -38,20 +37,6 @@ MAX_FRAME_SIZE = 64 * 1024 * 1024
 """The largest frame either side may send (the orchestrator's run frames can be this large)."""
 _HEADER = struct.Struct(">I")
 _encoder = msgspec.msgpack.Encoder()
-
-
-class FrameTooLarge(ProtocolError):
-    """A frame is larger than its receiver accepts: a header announced more than the limit (the
-    stream is unusable), or a frame to send encodes to more (nothing was sent). ``size`` and
-    ``limit`` are in bytes."""
-
-    type = "frame_too_large"
-
-    def __init__(self, message: str, *, size: int = 0, limit: int = 0) -> None:
-        super().__init__(message)
-        self.facts.update(size=size, limit=limit)
-        self.size = size
-        self.limit = limit
 
 
 def encode_frame(frame: Frame, limit: int = MAX_FRAME_SIZE) -> bytes:

@@ -6,8 +6,9 @@ any code acts on it. Frames that belong to a run carry its ``id`` (unique per co
 by the orchestrator), which is what lets many runs share one socket.
 
 Orchestrator -> worker (:data:`ToWorker`): ``run``, ``cancel``, ``ping``, ``shutdown``, ``error``.
-Worker -> orchestrator (:data:`ToOrchestrator`): ``hello``, ``ready``, ``text_delta``,
-``tool_call``, ``tool_result``, ``spans``, ``result``, ``error``, ``pong``.
+Worker -> orchestrator (:data:`ToOrchestrator`): ``hello``, ``ready``, ``event`` (a
+:mod:`axon.stream` event: ``text_delta``, ``tool_call``, ``tool_result``), ``spans``, ``result``,
+``error``, ``pong``.
 
 A worker is untrusted input, so what it sends costs the orchestrator no more to decode than its
 size on the wire: every field of a worker frame has a concrete type (strings, integers, bytes),
@@ -25,12 +26,15 @@ from typing import Any
 
 import msgspec
 
+from axon.stream import TextDelta, ToolCall, ToolResult
+
 __all__ = [
     "MAX_ERROR_BYTES",
     "MAX_SPANS_BYTES",
     "PROTOCOL_VERSION",
     "Cancel",
     "Error",
+    "Event",
     "Frame",
     "Hello",
     "Ping",
@@ -43,11 +47,8 @@ __all__ = [
     "SpanEventRecord",
     "SpanRecord",
     "Spans",
-    "TextDelta",
     "ToOrchestrator",
     "ToWorker",
-    "ToolCall",
-    "ToolResult",
 ]
 
 PROTOCOL_VERSION = 2
@@ -99,33 +100,16 @@ class Cancel(_Frame, tag="cancel"):
     id: int
 
 
-class TextDelta(_Frame, tag="text_delta"):
-    """A chunk of run ``id``'s answer text (streamed runs)."""
-
-    id: int
-    text: str
-
-
-class ToolCall(_Frame, tag="tool_call"):
-    """Run ``id`` called a tool; ``args`` are its arguments as JSON (streamed runs)."""
-
-    id: int
-    tool_name: str
-    args: bytes
-    tool_call_id: str
-
-
-class ToolResult(_Frame, tag="tool_result"):
-    """A tool of run ``id`` returned; ``content`` is what it returned, as JSON (streamed runs)."""
-
-    id: int
-    tool_name: str
-    content: bytes
-    tool_call_id: str
-
-
 RunEvent = TextDelta | ToolCall | ToolResult
-"""A streaming event of a run."""
+"""What a worker streams of a run (the public events of :mod:`axon.stream`, as they are)."""
+
+
+class Event(_Frame, tag="event"):
+    """A streaming event of run ``id`` (streamed runs): a :data:`RunEvent`, tagged by its
+    ``type``."""
+
+    id: int
+    event: RunEvent
 
 
 class Result(_Frame, tag="result"):
@@ -241,6 +225,6 @@ class Shutdown(_Frame, tag="shutdown"):
 
 ToWorker = Run | Cancel | Ping | Shutdown | Error
 """What the orchestrator sends."""
-ToOrchestrator = Hello | Ready | TextDelta | ToolCall | ToolResult | Spans | Result | Error | Pong
+ToOrchestrator = Hello | Ready | Event | Spans | Result | Error | Pong
 """What a worker sends."""
 Frame = ToWorker | ToOrchestrator

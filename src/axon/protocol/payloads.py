@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import msgspec
 
-from axon.protocol.frames import Result, RunEvent, ToolCall, ToolResult
+from axon.protocol.frames import Result, RunEvent
+from axon.stream import ToolCall, ToolResult
 
 __all__ = ["event_problem", "messages_problem", "result_problem"]
 
@@ -20,9 +21,9 @@ __all__ = ["event_problem", "messages_problem", "result_problem"]
 def event_problem(event: RunEvent) -> str | None:
     """Why a streaming event cannot be relayed (its JSON is malformed), or None."""
     if isinstance(event, ToolCall):
-        return _json_problem(event.args, "tool call arguments")
+        return _json_problem(event.args_json, "tool call arguments")
     if isinstance(event, ToolResult):
-        return _json_problem(event.content, "a tool result")
+        return _json_problem(event.content_json, "a tool result")
     return None
 
 

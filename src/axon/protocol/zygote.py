@@ -1,5 +1,5 @@
 """The zygote control channel: the messages between the orchestrator
-(:mod:`axon.worker.fork_server`) and its zygotes (:mod:`axon.worker.zygote`).
+(:mod:`axon.pool.fork_server`) and its zygotes (:mod:`axon.worker.zygote`).
 
 A ``SOCK_SEQPACKET`` socket pair, one msgpack message per packet; file descriptors travel with
 their message (``SCM_RIGHTS``): the new process's channel (the new agent zygote's control

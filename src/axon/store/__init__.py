@@ -3,13 +3,8 @@
 ``PostgresStore`` lives in :mod:`axon.store.postgres` (it needs the ``postgres`` extra).
 """
 
-from axon.store.base import (
-    ConversationInfo,
-    ConversationStore,
-    History,
-    StoreConflict,
-    open_store,
-)
+from axon.errors import StoreConflict
+from axon.store.base import ConversationInfo, ConversationStore, History, open_store
 from axon.store.memory import InMemoryStore
 from axon.store.sqlite import SqliteStore
 

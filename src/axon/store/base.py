@@ -28,13 +28,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from axon.errors import AxonError, ConfigError
+from axon.errors import ConfigError
 
 __all__ = [
     "ConversationInfo",
     "ConversationStore",
     "History",
-    "StoreConflict",
     "join_json_arrays",
     "open_store",
 ]
@@ -60,20 +59,6 @@ class ConversationInfo:
     """Unix time of the first commit."""
     updated_at: float
     """Unix time of the last commit."""
-
-
-class StoreConflict(AxonError):
-    """The conversation moved past the revision a run started from; nothing was written."""
-
-    type = "store_conflict"
-
-    def __init__(self, conversation_id: str, *, expected: int, actual: int) -> None:
-        super().__init__(
-            f"conversation {conversation_id!r} is at revision {actual}, not {expected}",
-            conversation_id=conversation_id,
-            expected=expected,
-            actual=actual,
-        )
 
 
 class ConversationStore(Protocol):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from axon.store.base import ConversationInfo, History, StoreConflict, join_json_arrays
+from axon.errors import StoreConflict
+from axon.store.base import ConversationInfo, History, join_json_arrays
 
 __all__ = ["InMemoryStore"]
 

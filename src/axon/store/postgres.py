@@ -89,8 +89,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg  # pyright: ignore[reportMissingTypeStubs]
 import asyncpg.exceptions  # pyright: ignore[reportMissingTypeStubs]
 
-from axon.errors import ConfigError, StoreUnavailable
-from axon.store.base import ConversationInfo, History, StoreConflict, join_json_arrays
+from axon.errors import ConfigError, StoreConflict, StoreUnavailable
+from axon.store.base import ConversationInfo, History, join_json_arrays
 from axon.store.group_commit import GroupCommit, PendingCommit
 from axon.store.migrations import Migration, migrate_async
 

@@ -47,8 +47,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar, TypeVar
 from urllib.parse import parse_qsl
 
-from axon.errors import ConfigError, StoreUnavailable
-from axon.store.base import ConversationInfo, History, StoreConflict, join_json_arrays
+from axon.errors import ConfigError, StoreConflict, StoreUnavailable
+from axon.store.base import ConversationInfo, History, join_json_arrays
 from axon.store.group_commit import GroupCommit, PendingCommit
 from axon.store.migrations import Migration, migrate
 

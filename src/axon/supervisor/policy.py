@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import math
 import random
-import signal as _signal
 from collections import deque
-from dataclasses import dataclass
 from enum import StrEnum
 
+from axon.exits import Exit
+
 __all__ = [
-    "Exit",
     "RestartIntensity",
     "RestartType",
     "Strategy",
@@ -46,55 +45,6 @@ class Strategy(StrEnum):
     """Every worker of the agent."""
     REST_FOR_ONE = "rest_for_one"
     """The worker that died and every worker started after it."""
-
-
-@dataclass(frozen=True)
-class Exit:
-    """How a worker process ended.
-
-    ``code`` is the exit status of a process that exited by itself, ``signal`` the number of
-    the signal that killed it (at most one of the two is set; both are ``None`` when the
-    status is unknown, e.g. the process was lost). ``requested`` is True when the supervisor
-    asked the worker to stop, whatever the process then reported.
-    """
-
-    code: int | None = None
-    signal: int | None = None
-    requested: bool = False
-
-    def __post_init__(self) -> None:
-        if self.code is not None and self.signal is not None:
-            raise ValueError("an exit has an exit code or a signal, not both")
-        if self.signal is not None and self.signal <= 0:
-            raise ValueError(f"signal must be a positive signal number, got {self.signal}")
-
-    @property
-    def normal(self) -> bool:
-        """True when the stop was requested, or the process exited with code 0."""
-        return self.requested or (self.code == 0 and self.signal is None)
-
-    def describe(self) -> str:
-        """A short human description: ``exit code 3``, ``signal SIGKILL``, ...
-
-        A requested stop reads ``stopped on request``, followed by the status in parentheses
-        when it is known (``stopped on request (signal SIGTERM)``).
-        """
-        if self.signal is not None:
-            how = f"signal {_signal_name(self.signal)}"
-        elif self.code is not None:
-            how = f"exit code {self.code}"
-        else:
-            how = None
-        if self.requested:
-            return "stopped on request" if how is None else f"stopped on request ({how})"
-        return how if how is not None else "exit status unknown"
-
-
-def _signal_name(signum: int) -> str:
-    try:
-        return _signal.Signals(signum).name
-    except ValueError:
-        return str(signum)
 
 
 def should_restart(restart: RestartType, exit: Exit) -> bool:

@@ -26,25 +26,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
 from axon._tasks import TaskSet
 from axon.config import AgentSpec, SupervisorSpec
+from axon.exits import Exit
 from axon.observability.events import EventBus
-from axon.status import AgentStatus, ExitRecord, WorkerStatus
+from axon.status import AgentStatus, WorkerStatus
 from axon.supervisor.policy import (
-    Exit,
     RestartIntensity,
     backoff_delay,
     children_to_restart,
     should_restart,
 )
+from axon.supervisor.spawner import Spawner, WorkerHandle
 from axon.supervisor.states import (
     AGENT_TRANSITIONS,
     WORKER_TRANSITIONS,
@@ -52,9 +54,6 @@ from axon.supervisor.states import (
     StateCell,
     WorkerState,
 )
-from axon.worker.fork_server import ForkServer
-from axon.worker.links import WorkerLinks
-from axon.worker.process import ExitInfo, WorkerProcess
 
 __all__ = ["AgentSupervisor"]
 
@@ -68,7 +67,7 @@ class _Slot:
 
     index: int
     state: StateCell[WorkerState]
-    worker: WorkerProcess | None = None
+    worker: WorkerHandle | None = None
     task: asyncio.Task[None] | None = None
     timer: asyncio.Task[None] | None = None
     planned: Literal["restart", "stop"] | None = None
@@ -76,7 +75,7 @@ class _Slot:
     start_at: float = 0.0
     generation: int = 0
     restarts: int = 0
-    last_exit: ExitRecord | None = None
+    last_exit: Exit | None = None
     exited: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -88,22 +87,25 @@ class AgentSupervisor:
         spec: AgentSpec,
         supervision: SupervisorSpec,
         *,
+        spawner: Spawner,
         tasks: TaskSet,
         on_capacity: Callable[[], None] = lambda: None,
         events: EventBus | None = None,
-        links: WorkerLinks | None = None,
-        fork_server: ForkServer | None = None,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
     ) -> None:
+        """``spawner`` makes the worker processes; ``clock`` and ``sleep`` are the time the
+        restart intensity, backoffs and cool-downs are measured in (a virtual clock in
+        tests)."""
         self.spec = spec
         self.supervision = supervision
         self._tasks = tasks
         self._on_capacity = on_capacity
         self._events = events or EventBus()
-        self._links = links
-        self._fork_server = fork_server
+        self._spawner = spawner
         self._clock = clock
+        self._sleep = sleep
         self._rng = rng or random.Random()
         self._intensity = RestartIntensity(supervision.max_restarts, supervision.max_seconds)
         self.state = StateCell(AgentState.STOPPED, AGENT_TRANSITIONS, clock)
@@ -120,11 +122,11 @@ class AgentSupervisor:
         self._cooldown_until = 0.0
         self._stopping = False
         self.restarts = 0
-        self.recent_exits: deque[ExitRecord] = deque(maxlen=_RECENT_EXITS)
+        self.recent_exits: deque[Exit] = deque(maxlen=_RECENT_EXITS)
 
     # -- queries used by the router ------------------------------------------------------------
 
-    def workers(self) -> list[WorkerProcess]:
+    def workers(self) -> list[WorkerHandle]:
         """The worker processes that can take runs now (none once the agent is FAILED, even
         if the workers it is stopping have not been told yet)."""
         if self.state.state is AgentState.FAILED:
@@ -135,7 +137,7 @@ class AgentSupervisor:
             if s.state.state is WorkerState.RUNNING and s.worker is not None and s.worker.serving
         ]
 
-    def worker_at(self, index: int) -> WorkerProcess | None:
+    def worker_at(self, index: int) -> WorkerHandle | None:
         """The current process of worker slot ``index`` (None between restarts)."""
         return self._slots[index].worker
 
@@ -234,9 +236,7 @@ class AgentSupervisor:
         A no-op while the agent is being stopped for good."""
         if self._stopping:
             return self.state.state
-        if self._fork_server is not None:
-            # New workers come from a new zygote, which imports the agent's code afresh.
-            await self._fork_server.reset(self.spec.id)
+        await self._spawner.reset(self.spec.id)
         if self.state.state in (AgentState.FAILED, AgentState.STOPPED):
             self._cancel_cooldown()
             self._intensity.reset()
@@ -255,44 +255,32 @@ class AgentSupervisor:
     def _launch(self, slot: _Slot) -> None:
         slot.generation += 1
         slot.exited.clear()
-        worker = WorkerProcess(
+        worker = self._spawner.worker(
             self.spec,
             self.supervision,
             index=slot.index,
             generation=slot.generation,
             on_capacity=self._worker_capacity_changed,
             on_load=self._notify_change,
-            events=self._events,
-            links=self._links,
-            fork_server=self._fork_server,
         )
         slot.worker = worker
         slot.state.change(WorkerState.STARTING)
         worker.ready.add_done_callback(lambda fut: self._worker_ready(slot, worker, fut))
         slot.task = self._tasks.create_task(self._run_worker(slot, worker))
 
-    async def _run_worker(self, slot: _Slot, worker: WorkerProcess) -> None:
+    async def _run_worker(self, slot: _Slot, worker: WorkerHandle) -> None:
         info = await worker.run()
         self._worker_exited(slot, info)
 
-    def _worker_ready(self, slot: _Slot, worker: WorkerProcess, fut: asyncio.Future[None]) -> None:
+    def _worker_ready(self, slot: _Slot, worker: WorkerHandle, fut: asyncio.Future[None]) -> None:
         if fut.cancelled() or fut.exception() is not None or slot.worker is not worker:
             return
         if slot.state.state is WorkerState.STARTING:
             slot.state.change(WorkerState.RUNNING, pid=worker.pid)
             self._update_agent_state()
 
-    def _worker_exited(self, slot: _Slot, info: ExitInfo) -> None:
-        record = ExitRecord(
-            at=time.time(),
-            worker=slot.index,
-            pid=info.pid,
-            exit_code=info.code,
-            signal=info.signal,
-            reason=info.reason,
-            during_startup=not info.was_ready,
-            cause=info.cause,
-        )
+    def _worker_exited(self, slot: _Slot, info: Exit) -> None:
+        record = dataclasses.replace(info, at=time.time(), worker=slot.index)
         slot.last_exit = record
         if not info.requested:
             self.recent_exits.append(record)
@@ -307,12 +295,11 @@ class AgentSupervisor:
             self._handle_failure(slot, info)
         self._update_agent_state()
 
-    def _handle_failure(self, slot: _Slot, info: ExitInfo) -> None:
+    def _handle_failure(self, slot: _Slot, info: Exit) -> None:
         if self.state.state is AgentState.FAILED:
             slot.state.change(WorkerState.STOPPED)
             return
-        exit_ = Exit(code=info.code, signal=info.signal, requested=info.requested)
-        if not should_restart(self.spec.restart, exit_):
+        if not should_restart(self.spec.restart, info):
             slot.state.change(WorkerState.STOPPED)
             return
         now = self._clock()
@@ -371,7 +358,7 @@ class AgentSupervisor:
         self._cooldown = self._tasks.create_task(self._recover_after(cooldown))
 
     async def _recover_after(self, delay: float) -> None:
-        await asyncio.sleep(delay)
+        await self._sleep(delay)
         self._cooldown = None
         await self._wait_all_exited()
         if self.state.state is AgentState.FAILED and not self._stopping:
@@ -385,7 +372,7 @@ class AgentSupervisor:
 
     async def _start_after(self, slot: _Slot, delay: float) -> None:
         if delay > 0:
-            await asyncio.sleep(delay)
+            await self._sleep(delay)
         slot.timer = None
         if slot.state.state is WorkerState.BACKOFF and not self._stopping:
             self._launch(slot)
@@ -407,7 +394,7 @@ class AgentSupervisor:
 
     def _begin_stop(
         self, slot: _Slot, planned: Literal["restart", "stop"], delay: float = 0.0
-    ) -> WorkerProcess | None:
+    ) -> WorkerHandle | None:
         """Mark a live worker STOPPING at once (so it takes no new run and a concurrent
         start()/restart() sees it), and return the process the caller must stop."""
         if slot.state.state not in (WorkerState.STARTING, WorkerState.RUNNING):

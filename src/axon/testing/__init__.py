@@ -14,6 +14,7 @@ with capture_events() as events:                      # an EventLog on the "axon
 ```
 """
 
+from axon.chaos.tcp_relay import TcpRelay
 from axon.testing.clock import FakeClock
 from axon.testing.events import EventLog, LoggedEvent, capture_events
 from axon.testing.helpers import (
@@ -29,7 +30,6 @@ from axon.testing.helpers import (
     worker_pids,
 )
 from axon.testing.server import AxonServer
-from axon.testing.tcp_relay import TcpRelay
 
 __all__ = [
     "AxonServer",

@@ -8,6 +8,8 @@ import signal
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from axon.pool.groups import pid_alive
+from axon.pool.process import WorkerProcess
 from axon.runtime import Axon
 from axon.status import AgentStatus
 
@@ -23,15 +25,6 @@ __all__ = [
     "wait_until_serving",
     "worker_pids",
 ]
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists and is not a zombie (Linux ``/proc``)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
 
 
 def all_worker_pids(axon: Axon) -> set[int]:
@@ -68,9 +61,8 @@ def kill_worker(axon: Axon, agent_id: str, index: int = 0, sig: int = signal.SIG
 def cut_connection(axon: Axon, agent_id: str, index: int = 0) -> int:
     """Drop the orchestrator's socket to worker ``index`` abruptly (a communication failure);
     the worker's pid. The worker notices EOF, exits with code 5 and is restarted."""
-    supervisor = axon._router(agent_id).supervisor  # pyright: ignore[reportPrivateUsage]
-    worker = supervisor.worker_at(index)
-    if worker is None or worker.pid is None:
+    worker = axon.hosted(agent_id).worker_at(index)
+    if not isinstance(worker, WorkerProcess) or worker.pid is None:
         raise LookupError(f"worker {index} of {agent_id!r} is not running")
     worker.cut_connection()
     return worker.pid
@@ -84,10 +76,8 @@ async def wait_until(
 ) -> AgentStatus:
     """Wait until ``predicate(axon.agent(agent_id))`` holds, re-checked at every state change
     of the agent or its workers; ``TimeoutError`` after ``timeout`` seconds."""
-    supervisor = axon._router(agent_id).supervisor  # pyright: ignore[reportPrivateUsage]
     async with asyncio.timeout(timeout):
-        await supervisor.wait_for(lambda: predicate(supervisor.status()))
-    return supervisor.status()
+        return await axon.hosted(agent_id).wait_for(predicate)
 
 
 async def wait_until_serving(
@@ -98,14 +88,8 @@ async def wait_until_serving(
     timeout: float = 30.0,
 ) -> AgentStatus:
     """Wait until every worker of ``agent_id`` is running and none has a pid in ``replaced``."""
-    old = set(replaced)
-
-    def serving(status: AgentStatus) -> bool:
-        return status.state == "running" and all(
-            w.state == "running" and w.pid not in old for w in status.workers
-        )
-
-    return await wait_until(axon, agent_id, serving, timeout)
+    async with asyncio.timeout(timeout):
+        return await axon.hosted(agent_id).wait_running(replaced=set(replaced))
 
 
 def user_prompts(messages: Sequence[Any]) -> list[str]:

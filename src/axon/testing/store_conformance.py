@@ -46,8 +46,8 @@ from pydantic_ai.messages import (
     UserPromptPart,
 )
 
-from axon.errors import AxonError, StoreUnavailable
-from axon.store.base import ConversationStore, StoreConflict
+from axon.errors import AxonError, StoreConflict, StoreUnavailable
+from axon.store.base import ConversationStore
 
 __all__ = ["StoreConformance", "exchange", "prompts_of", "to_json"]
 

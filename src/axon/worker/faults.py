@@ -11,6 +11,9 @@ agents it targets; nothing else does), the worker arms a fault for its next run 
     orchestrator cancels it or its timeout passes: the caller gets ``AgentTimeout``, as if the
     model never answered.
 
+The fault strikes from a pydantic-ai capability (a ``before_run`` hook) that the worker adds to
+its runs only when armed signals are on; the worker's run path has no branch for it.
+
 Each signal arms one fault, and the worker says so on stderr (``fault armed: raise``, logged by
 the orchestrator as ``worker.output``); a run takes the oldest armed fault when it starts. This
 is how chaos makes "the agent raises" and "the agent stalls" happen in a real worker process
@@ -40,11 +43,16 @@ class InjectedFault(Exception):
 
 
 class FaultArms:
-    """The faults armed by signals, waiting for the next runs."""
+    """The faults armed by signals, waiting for the next runs. :attr:`capability` is what a
+    worker adds to every run so that a run takes the oldest armed fault when it starts."""
 
     def __init__(self) -> None:
         self._armed: deque[Fault] = deque()
-        self._stalled: dict[int, asyncio.Event] = {}
+        from pydantic_ai.capabilities import Hooks
+
+        self.capability = Hooks(before_run=self._strike)
+        """A pydantic-ai capability: its ``before_run`` hook strikes the fault, inside the run,
+        so the run's own cancellation token and timeout end a stall."""
 
     @classmethod
     def install(cls, loop: asyncio.AbstractEventLoop) -> FaultArms | None:
@@ -62,27 +70,13 @@ class FaultArms:
         # for it before sending the run the fault is meant for.
         print(f"{ARMED_LINE}{fault}", file=sys.stderr, flush=True)
 
-    async def strike(self, run_id: int, timeout: float | None) -> bool:
-        """At the start of run ``run_id``: nothing (False) unless a fault is armed. ``raise``:
-        raises :class:`InjectedFault`. ``stall``: waits until :meth:`cancel` is called for the
-        run (then True: the run was cancelled) or ``timeout`` seconds pass (``TimeoutError``)."""
+    async def _strike(self, ctx: object) -> None:
+        """At the start of a run: nothing unless a fault is armed. ``raise``: raises
+        :class:`InjectedFault`. ``stall``: waits until the run is cancelled (a ``cancel`` frame
+        fires its token) or its timeout passes."""
         if not self._armed:
-            return False
+            return
         fault = self._armed.popleft()
         if fault == "raise":
             raise InjectedFault("fault injected by axon chaos (SIGUSR1)")
-        released = self._stalled[run_id] = asyncio.Event()
-        try:
-            async with asyncio.timeout(timeout):
-                await released.wait()
-        finally:
-            del self._stalled[run_id]
-        return True
-
-    def cancel(self, run_id: int) -> bool:
-        """Release run ``run_id`` if it is stalled; whether it was."""
-        released = self._stalled.get(run_id)
-        if released is None:
-            return False
-        released.set()
-        return True
+        await asyncio.Event().wait()  # nothing sets it: only cancellation ends the wait

@@ -33,13 +33,23 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import msgspec
 from pydantic_core import to_json
 
-from axon.errors import AgentRunFailed, AgentTimeout, AxonError, ProtocolError, ResultTooLarge
+from axon.errors import (
+    AgentRunFailed,
+    AgentTimeout,
+    AxonError,
+    Cancelled,
+    FrameTooLarge,
+    ProtocolError,
+    ResultTooLarge,
+    StartupFailed,
+)
 from axon.protocol.channel import ChannelClosed, FrameChannel
-from axon.protocol.codec import MAX_FRAME_SIZE, FrameTooLarge, from_orchestrator
+from axon.protocol.codec import from_orchestrator
 from axon.protocol.frames import (
     PROTOCOL_VERSION,
     Cancel,
     Error,
+    Event,
     Frame,
     Hello,
     Ping,
@@ -47,12 +57,12 @@ from axon.protocol.frames import (
     Ready,
     Result,
     Run,
+    RunEvent,
     Shutdown,
     Spans,
-    TextDelta,
-    ToolCall,
-    ToolResult,
 )
+from axon.protocol.settings import WorkerSettings
+from axon.stream import TextDelta, ToolCall, ToolResult
 from axon.worker.faults import FaultArms
 from axon.worker.prctl import die_with_parent, set_process_name
 
@@ -63,7 +73,6 @@ __all__ = [
     "EXIT_CONNECTION_LOST",
     "EXIT_PROTOCOL",
     "EXIT_STARTUP_FAILED",
-    "WorkerSettings",
     "main",
     "serve_process",
     "warm_up",
@@ -79,18 +88,6 @@ EXIT_CONNECTION_LOST = 5
 
 _MAX_REMOTE_MESSAGE = 8192
 """Characters of an agent's exception message that are sent (the rest is cut)."""
-
-
-class WorkerSettings(msgspec.Struct, frozen=True):
-    """What the orchestrator tells a worker on its command line (as JSON)."""
-
-    agent_id: str
-    agent: str
-    model: str | None = None
-    deps: str | None = None
-    max_concurrency: int = 32
-    max_result_bytes: int = MAX_FRAME_SIZE
-    """The largest frame this worker may send (the agent's ``max_result_bytes``)."""
 
 
 def _log(message: str) -> None:
@@ -186,7 +183,8 @@ class WorkerHost:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(settings.max_concurrency)
         self._tracing: WorkerTracing | None = None
-        self._faults = faults
+        self._capabilities: list[Any] = [] if faults is None else [faults.capability]
+        """What every run gets besides the agent's own (fault injection, under chaos)."""
 
     async def serve(self) -> int:
         """Serve until shutdown or EOF; the process exit code."""
@@ -228,8 +226,6 @@ class WorkerHost:
                 token = self._tokens.get(run_id)
                 if token is not None:
                     token.cancel()
-                if self._faults is not None:
-                    self._faults.cancel(run_id)
             case Error():
                 # The orchestrator rejected a frame of ours: log it, never answer an error
                 # with an error.
@@ -245,25 +241,21 @@ class WorkerHost:
         answer: Result | Error | None = None
         try:
             with contextlib.ExitStack() as traced:
+                capabilities = list(self._capabilities)
                 kwargs: dict[str, Any] = {
                     "conversation_id": frame.conversation_id,
                     "cancellation_token": token,
                     "timeout": frame.timeout,
                     "deps": self._deps,
+                    "capabilities": capabilities,
                 }
                 if frame.trace is not None:
                     tracing = self._worker_tracing()
                     spans = traced.enter_context(tracing.run(frame.trace))
-                    kwargs["capabilities"] = [tracing.capability]
+                    capabilities.append(tracing.capability)
                 if self._model is not None:
                     kwargs["model"] = self._model
                 async with self._slots:
-                    if self._faults is not None:
-                        try:
-                            if await self._faults.strike(frame.id, frame.timeout):
-                                raise RunCancelled("stalled run cancelled")
-                        except TimeoutError:
-                            raise RunTimedOut("stalled run timed out") from None
                     kwargs["message_history"] = ModelMessagesTypeAdapter.validate_json(
                         frame.history
                     )
@@ -282,7 +274,7 @@ class WorkerHost:
             err = AgentTimeout(self._settings.agent_id, timeout=frame.timeout or 0.0)
             answer = Error.of(frame.id, err.to_dict())
         except RunCancelled:
-            answer = Error.of(frame.id, {"type": "cancelled", "message": "run cancelled"})
+            answer = Error.of(frame.id, Cancelled().to_dict())
         except ChannelClosed:
             pass
         except FrameTooLarge as exc:  # one event of the stream was over the limit
@@ -353,42 +345,33 @@ class WorkerHost:
         async with self._agent.run_stream_events(frame.prompt, **kwargs) as events:
             async for event in events:
                 if isinstance(event, PartDeltaEvent) and isinstance(event.delta, TextPartDelta):
-                    self._event(TextDelta(id=frame.id, text=event.delta.content_delta))
+                    self._event(frame.id, TextDelta(event.delta.content_delta))
                 elif (
                     isinstance(event, PartStartEvent)
                     and isinstance(event.part, TextPart)
                     and event.part.content
                 ):
-                    self._event(TextDelta(id=frame.id, text=event.part.content))
+                    self._event(frame.id, TextDelta(event.part.content))
                 elif isinstance(event, FunctionToolCallEvent):
                     part = event.part
-                    call = ToolCall(
-                        id=frame.id,
-                        tool_name=part.tool_name,
-                        args=_tool_args(part),
-                        tool_call_id=part.tool_call_id,
+                    self._event(
+                        frame.id, ToolCall(part.tool_name, _tool_args(part), part.tool_call_id)
                     )
-                    self._event(call)
                 elif isinstance(event, FunctionToolResultEvent):
                     part = event.part
-                    returned = ToolResult(
-                        id=frame.id,
-                        tool_name=part.tool_name,
-                        content=to_json(part.content),
-                        tool_call_id=part.tool_call_id,
-                    )
-                    self._event(returned)
+                    returned = ToolResult(part.tool_name, to_json(part.content), part.tool_call_id)
+                    self._event(frame.id, returned)
                 elif isinstance(event, AgentRunResultEvent):
                     result = event.result
         if result is None:
             raise RuntimeError("the agent's event stream ended without a result")
         return result
 
-    def _event(self, event: TextDelta | ToolCall | ToolResult) -> None:
+    def _event(self, run_id: int, event: RunEvent) -> None:
         """Send one event of a streamed run; ``FrameTooLarge`` (its run fails) if it is over
         ``max_result_bytes``."""
         with contextlib.suppress(ChannelClosed):
-            self._channel.send_nowait(event)
+            self._channel.send_nowait(Event(id=run_id, event=event))
 
     def _send(self, frame: Frame) -> None:
         with contextlib.suppress(ChannelClosed):
@@ -437,7 +420,7 @@ async def _main_async(fd: int, settings: WorkerSettings) -> int:
         message = f"{type(exc).__name__}: {exc}"[:_MAX_REMOTE_MESSAGE]
         _log(f"start-up failed: {message}")
         with contextlib.suppress(ChannelClosed):
-            await channel.send(Error.of(None, {"type": "startup_failed", "message": message}))
+            await channel.send(Error.of(None, StartupFailed(message).to_dict()))
         return EXIT_STARTUP_FAILED
     # Before ``ready``: a fault signal sent to a ready worker must find its handler.
     faults = FaultArms.install(asyncio.get_running_loop())

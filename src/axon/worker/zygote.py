@@ -4,7 +4,7 @@ A cold worker pays for a fresh interpreter and ``import pydantic_ai`` (about a s
 A zygote pays it once, then forks: a forked child has everything imported already and is ready
 in milliseconds. There are two kinds, both running :func:`serve`:
 
-- the **root zygote**, started cold by the orchestrator (:mod:`axon.worker.fork_server`): it
+- the **root zygote**, started cold by the orchestrator (:mod:`axon.pool.fork_server`): it
   imports pydantic-ai and Axon's worker code, nothing of the user's, and forks agent zygotes;
 - one **agent zygote** per agent, forked from the root: it applies the agent's ``env``,
   imports the agent's module (and its ``deps`` module) and forks that agent's workers. Re-forking
@@ -180,7 +180,8 @@ class _Zygote:
         self.leave()
         _redirect_output(stdout_fd, stderr_fd)
         _watch_orchestrator(request.orchestrator)
-        from axon.worker.host import WorkerSettings, serve_process
+        from axon.protocol.settings import WorkerSettings
+        from axon.worker.host import serve_process
 
         settings = msgspec.json.decode(request.settings, type=WorkerSettings)
         return serve_process(channel_fd, settings)

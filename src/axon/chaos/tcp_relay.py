@@ -3,7 +3,7 @@
 Put it between a client and a server to make the server unreachable for that client only,
 without touching the server (which other tests or processes may share)::
 
-    from axon.testing.tcp_relay import TcpRelay
+    from axon.chaos.tcp_relay import TcpRelay
 
     async with TcpRelay("127.0.0.1", 5432) as relay:
         store = PostgresStore.from_url(relay.rewrite(postgres_url))  # same URL, relay's port

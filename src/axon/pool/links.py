@@ -1,11 +1,11 @@
 """The link between the orchestrator and a worker, and a way to interpose on it.
 
 A worker's connection to the orchestrator is a socket pair: the orchestrator keeps one end
-(:class:`~axon.worker.process.WorkerProcess`) and the worker process gets the other. A
+(:class:`~axon.pool.process.WorkerProcess`) and the worker process gets the other. A
 :class:`WorkerLinks` given to the runtime (``Axon(..., worker_links=...)``) is asked, at every
 worker start, to take over the worker's end and hand back the socket the worker gets instead: a
 relay between the two that can delay, slice, cut or blackhole the traffic
-(``axon.testing.link_relay``). This exists for fault injection (``axon chaos``, tests); a runtime
+(``axon.chaos.link_relay``). This exists for fault injection (``axon chaos``, tests); a runtime
 without one is not affected in any way.
 """
 

@@ -25,7 +25,6 @@ import collections
 import contextlib
 import logging
 import os
-import signal
 import socket
 import sys
 import time
@@ -36,6 +35,8 @@ import msgspec
 from axon._tasks import TaskSet
 from axon.config import AgentSpec
 from axon.observability.events import EventBus
+from axon.pool.groups import kill_group
+from axon.pool.output import OutputPump
 from axon.protocol.zygote import (
     MAX_MESSAGE,
     Exited,
@@ -48,7 +49,6 @@ from axon.protocol.zygote import (
     decode,
     encode,
 )
-from axon.worker.output import OutputPump
 
 __all__ = ["FORK_SUPPORTED", "ForkServer", "ForkedProcess"]
 
@@ -67,7 +67,7 @@ _UNCLAIMED_EXITS = 1024
 
 
 class ForkedProcess:
-    """A worker forked by a zygote, with what :class:`~axon.worker.process.WorkerProcess`
+    """A worker forked by a zygote, with what :class:`~axon.pool.process.WorkerProcess`
     uses of a process: ``pid``, ``stdout``, ``stderr``, ``wait()`` and ``returncode``."""
 
     def __init__(
@@ -168,7 +168,7 @@ class _Channel:
                 if future is not None and not future.done():
                     future.set_result(message)
                 elif isinstance(message, Forked):
-                    _kill_group(message.pid)  # forked for a request that was cancelled
+                    kill_group(message.pid)  # forked for a request that was cancelled
             case Exited(pid=pid, code=code):
                 self._on_exit(pid, code)
             case _:
@@ -325,7 +325,7 @@ class ForkServer:
             return True
         finally:
             self._root = None
-            _kill_group(proc.pid)
+            kill_group(proc.pid)
             with contextlib.suppress(ProcessLookupError):
                 await asyncio.shield(proc.wait())
             await channel.aclose()
@@ -356,7 +356,7 @@ class ForkServer:
             stdout, out_t = await _pipe_reader(out_r)
             stderr, err_t = await _pipe_reader(err_r)
         except BaseException:
-            _kill_group(pid)
+            kill_group(pid)
             raise
         process = ForkedProcess(pid, stdout, stderr, [out_t, err_t])
         self._processes[pid] = process
@@ -427,7 +427,7 @@ class ForkServer:
         if reason is not None:
             self._refused[spec.id] = reason
             self._emit_refused(spec.id, reason)
-            _kill_group(pid, group=False)
+            kill_group(pid, group=False)
             await channel.aclose()
             await _gone([pid])
             await _finish_output(pumps, transports)
@@ -559,11 +559,3 @@ async def _gone(pids: list[int], timeout: float = 2.0) -> None:
         for fd, _ in waits:
             loop.remove_reader(fd)
             os.close(fd)
-
-
-def _kill_group(pid: int, *, group: bool = True) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        if group:
-            os.killpg(pid, signal.SIGKILL)
-        else:
-            os.kill(pid, signal.SIGKILL)

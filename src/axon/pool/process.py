@@ -1,12 +1,12 @@
 """The parent-side handle of one worker process.
 
-``WorkerProcess.run()`` is the whole life of one OS process: make a socket pair, spawn the
-process in its own process group with one end of it, wait for ``ready``, route frames, send
-heartbeats, and return an :class:`ExitInfo` once the process is gone. It is run as a task by the
-agent's supervisor; ``ready`` is a future that resolves when the worker can serve (it is never
-RUNNING before that). Anything that fails before the process runs (no file descriptor left, a
-link that cannot be made, a spawn that fails) is a start-up failure like a crash during start-up:
-``run()`` returns an exit with cause ``spawn_failed``, which the supervisor counts and backs off.
+``WorkerProcess.run()`` is the whole life of one OS process: make a socket pair, spawn the process
+in its own process group with one end of it, wait for ``ready``, route frames, send heartbeats, and
+return its :class:`~axon.exits.Exit` once the process is gone. It is run as a task by the agent's
+supervisor; ``ready`` is a future that resolves when the worker can serve (it is never RUNNING
+before that). Anything that fails before the process runs (no file descriptor left, a link that
+cannot be made, a spawn that fails) is a start-up failure like a crash during start-up: ``run()``
+returns an exit with cause ``spawn_failed``, which the supervisor counts and backs off.
 
 Death is noticed from the process itself, never by polling: EOF on the socket (the kernel
 closes it the instant the process dies) and the child watcher's ``wait()``. At that moment
@@ -44,20 +44,25 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Literal
 
 import msgspec
 
 from axon.config import AgentSpec, SupervisorSpec
-from axon.errors import AgentCrashed, AxonError, ProtocolError
+from axon.errors import AgentCrashed, AxonError, FrameTooLarge, ProtocolError, StartupFailed
+from axon.exits import Exit, ExitCause, KillCause
 from axon.observability.events import EventBus
+from axon.pool.fork_server import ForkedProcess, ForkServer
+from axon.pool.groups import signal_group
+from axon.pool.links import WorkerLink, WorkerLinks
+from axon.pool.output import OutputPump
 from axon.protocol.channel import ChannelClosed, FrameChannel
-from axon.protocol.codec import MAX_FRAME_SIZE, FrameTooLarge, from_worker
+from axon.protocol.codec import MAX_FRAME_SIZE, from_worker
 from axon.protocol.frames import (
     PROTOCOL_VERSION,
     Cancel,
     Error,
+    Event,
     Frame,
     Hello,
     Ping,
@@ -69,22 +74,14 @@ from axon.protocol.frames import (
     Shutdown,
     SpanRecord,
     Spans,
-    TextDelta,
-    ToolCall,
-    ToolResult,
 )
 from axon.protocol.payloads import event_problem, result_problem
-from axon.worker.fork_server import ForkedProcess, ForkServer
-from axon.worker.host import WorkerSettings
-from axon.worker.links import WorkerLink, WorkerLinks
-from axon.worker.output import OutputPump
+from axon.protocol.settings import WorkerSettings
 
 __all__ = [
     "MAX_UNREAD",
     "PROTOCOL_BUDGET",
-    "ExitInfo",
     "RunCall",
-    "StartupFailed",
     "WorkerGone",
     "WorkerProcess",
 ]
@@ -98,57 +95,6 @@ MAX_UNREAD = 2 * MAX_FRAME_SIZE
 worker is killed as ``unresponsive`` (it stopped reading its connection)."""
 _LAG_TOLERANCE = 0.1
 """Seconds a heartbeat may wake up late before the lateness counts as the orchestrator's stall."""
-
-
-KillCause = Literal[
-    "hung", "ignored_cancel", "startup_timeout", "protocol", "unresponsive", "connection_lost"
-]
-"""Why Axon killed a worker (the ``cause`` of its exit)."""
-
-ExitCause = Literal["requested", "crashed", "exited", "startup_failed", "spawn_failed", KillCause]
-"""How a worker's exit is counted (a bounded set, used as a metric label):
-
-- ``requested``: a stop or restart asked for it;
-- ``crashed``: it died on its own after it was ready (non-zero exit code or a signal);
-- ``exited``: it exited with code 0 without being asked;
-- ``startup_failed``: it died before it said ``ready``; ``spawn_failed``: it never started;
-- the :data:`KillCause` values: Axon killed it for that reason.
-"""
-
-
-@dataclass(frozen=True)
-class ExitInfo:
-    """How a worker process ended."""
-
-    pid: int | None
-    code: int | None
-    signal: int | None
-    was_ready: bool
-    requested: bool
-    reason: str | None = None
-    cause: ExitCause = "crashed"
-
-    def describe(self) -> str:
-        if self.signal is not None:
-            how = f"signal {_signal_name(self.signal)}"
-        elif self.code is not None:
-            how = f"exit code {self.code}"
-        else:
-            how = "never started"
-        return f"{how} ({self.reason})" if self.reason else how
-
-
-def _signal_name(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return str(signum)
-
-
-class StartupFailed(AxonError):
-    """The worker exited, or was killed, before it said ``ready``."""
-
-    type = "startup_failed"
 
 
 class WorkerGone(Exception):
@@ -303,7 +249,7 @@ class WorkerProcess:
 
     # -- life cycle -------------------------------------------------------------------------
 
-    async def run(self) -> ExitInfo:
+    async def run(self) -> Exit:
         """Spawn, serve, and return how the process ended (see module docstring)."""
         self._events.emit(
             "worker.start",
@@ -371,17 +317,16 @@ class WorkerProcess:
         )
         return link
 
-    def _spawn_failed(self, exc: Exception) -> ExitInfo:
+    def _spawn_failed(self, exc: Exception) -> Exit:
         reason = f"spawn failed: {type(exc).__name__}: {exc}"
         self._fail_ready(StartupFailed(f"cannot spawn worker: {exc}"))
-        info = ExitInfo(
-            self.pid,
-            None,
-            None,
-            False,
-            self._stop_requested,
-            reason,
-            "requested" if self._stop_requested else "spawn_failed",
+        info = Exit(
+            requested=self._stop_requested,
+            cause="requested" if self._stop_requested else "spawn_failed",
+            reason=reason,
+            was_ready=False,
+            pid=self.pid,
+            worker=self.index,
         )
         self._events.emit(
             "worker.exit",
@@ -429,7 +374,7 @@ class WorkerProcess:
             env=env,
         )
 
-    async def _supervise(self, started: float) -> ExitInfo:
+    async def _supervise(self, started: float) -> Exit:
         proc = self._proc
         assert proc is not None
         assert proc.stdout is not None
@@ -469,7 +414,7 @@ class WorkerProcess:
         if not self.ready.done():  # a worker that said ``ready`` in time is past start-up
             self.kill(f"not ready within {self._supervision.startup_timeout:g}s", "startup_timeout")
 
-    def _finish(self, returncode: int | None) -> ExitInfo:
+    def _finish(self, returncode: int | None) -> Exit:
         self._gone.set()
         if returncode is None and self._kill_reason is None and self.start == "fork":
             self._kill_reason = "exit status unknown: its zygote died before it could report it"
@@ -487,14 +432,15 @@ class WorkerProcess:
             cause = "startup_failed"
         else:
             cause = "exited" if code == 0 else "crashed"
-        info = ExitInfo(
-            pid=self.pid,
+        info = Exit(
             code=code,
             signal=sig,
-            was_ready=was_ready,
             requested=self._stop_requested,
-            reason=self._kill_reason,
             cause=cause,
+            reason=self._kill_reason,
+            was_ready=was_ready,
+            pid=self.pid,
+            worker=self.index,
         )
         crash = self._crash_error(info)
         for call in self._runs.values():
@@ -522,7 +468,7 @@ class WorkerProcess:
         self._on_capacity()
         return info
 
-    def _crash_error(self, info: ExitInfo | None = None) -> AgentCrashed:
+    def _crash_error(self, info: Exit | None = None) -> AgentCrashed:
         return AgentCrashed(
             self.spec.id,
             pid=self.pid,
@@ -552,8 +498,10 @@ class WorkerProcess:
                 return
             except ProtocolError as exc:
                 self._violation(exc.message, answer=exc)
-                continue
-            self._handle(frame, started)
+            else:
+                self._handle(frame, started)
+            if self._kill_reason is not None:
+                return  # killed: what it sent after that is not read
 
     def _handle(self, frame: Frame, started: float) -> None:
         match frame:
@@ -566,15 +514,15 @@ class WorkerProcess:
                     self._stalled = 0.0
                 else:
                     self._violation(f"pong {seq} answers no ping")
-            case TextDelta(id=run_id) | ToolCall(id=run_id) | ToolResult(id=run_id):
+            case Event(id=run_id, event=event):
                 call = self._runs.get(run_id)
                 if call is None:
-                    return  # a late frame of a run we already gave up on: never decoded
-                problem = event_problem(frame)
+                    return  # a late frame of a run we already gave up on: dropped
+                problem = event_problem(event)
                 if problem is not None:
                     self._reject_run(call, problem)
                 else:
-                    call.deliver(frame)
+                    call.deliver(event)
             case Result(id=run_id):
                 call = self._runs.get(run_id)
                 if call is None:
@@ -639,20 +587,21 @@ class WorkerProcess:
             else:
                 self._violation(f"error report: {exc}")
             return
+        error = AxonError.from_dict(payload)
         if call is not None:
             self._end_run(call)
-            call.deliver(AxonError.from_dict(payload))
-        elif payload.get("type") == "startup_failed" and not self.ready.done():
+            call.deliver(error)
+        elif isinstance(error, StartupFailed) and not self.ready.done():
             self._events.emit(
                 "worker.startup_failed",
                 logging.ERROR,
                 agent=self.spec.id,
                 worker=self.index,
                 pid=self.pid,
-                message=payload.get("message"),
+                message=error.message,
             )
         else:
-            self._violation(f"worker reported: {payload.get('message')}")
+            self._violation(f"worker reported: {error.message}")
 
     def _end_run(self, call: RunCall) -> None:
         call.done = True
@@ -763,11 +712,10 @@ class WorkerProcess:
     def kill(self, reason: str, cause: KillCause | None = None) -> None:
         """SIGKILL the worker's whole process group now; ``cause`` says why, unless the kill
         is part of a requested stop."""
-        if self._proc is None or self._proc.returncode is not None:
-            return
-        if self._kill_reason is None:
-            self._kill_reason = reason
-            self._kill_cause = cause
+        if self._proc is None or self._proc.returncode is not None or self._kill_reason is not None:
+            return  # gone, or already killed: once is enough
+        self._kill_reason = reason
+        self._kill_cause = cause
         self._events.emit(
             "worker.kill",
             logging.WARNING,
@@ -776,7 +724,7 @@ class WorkerProcess:
             pid=self.pid,
             reason=reason,
         )
-        _signal_group(self._proc.pid, signal.SIGKILL)
+        signal_group(self._proc.pid, signal.SIGKILL)
 
     async def stop(self, timeout: float | None = None) -> None:
         """Stop politely: ``shutdown`` frame, then SIGTERM, then SIGKILL of the process group.
@@ -793,16 +741,11 @@ class WorkerProcess:
         if self._channel is not None:
             self._send(Shutdown(grace=timeout))
         else:
-            _signal_group(proc.pid, signal.SIGTERM)
+            signal_group(proc.pid, signal.SIGTERM)
         for sig in (signal.SIGTERM, signal.SIGKILL):
             try:
                 await asyncio.wait_for(self._gone.wait(), timeout)
                 return
             except TimeoutError:
-                _signal_group(proc.pid, sig)
+                signal_group(proc.pid, sig)
         await self._gone.wait()
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)

@@ -4,7 +4,7 @@ Give a :class:`FaultyLinks` to a runtime and every worker talks to the orchestra
 own :class:`LinkRelay`, a relay between the worker's socket and the orchestrator's, on which a
 test (or ``axon chaos``) injects faults while runs go through it::
 
-    from axon.testing.link_relay import FaultyLinks
+    from axon.chaos.link_relay import FaultyLinks
 
     links = FaultyLinks()
     async with Axon(specs, worker_links=links) as axon:
