@@ -80,12 +80,17 @@ B. Throughput at 64 concurrent, ``--src`` against another tree in the same run
 (``--compare-src DIR``; skipped without it or with ``--skip-throughput``): a child per
 measurement, an in-process ``Axon`` on uvloop with 2 workers of the agent
 (``max_concurrency=32``), 64 closed-loop users of ``send_message`` for ``--seconds`` (10) after
-a ``--warmup`` (3 s) of the same load; ``--rounds`` (3) per tree, alternating (A B, B A, A B).
+a ``--warmup`` (3 s) of the same load; ``--rounds`` (3) per tree.
 Two agents: the weather example (3 model calls and 2 tools a run) and the misbehaving example's
 echo path (``hello``, the cheapest run). Columns: runs/s of each round, their median, the
-median p50 latency, the orchestrator's CPU per run (``time.process_time``), and the ratios
+median p50 latency, the orchestrator's CPU per run (``time.process_time``), the CPU per run of
+every process (the orchestrator, its workers and zygotes: what bounds throughput on a machine
+whose cores they share, and a steadier figure than runs/s on a noisy one), and the ratios
 ``--src`` / ``--compare-src`` of the medians (the issue's target: the hardened tree keeps at
-least 0.97x the throughput).
+least 0.97x the throughput). A third row per agent, ``unchecked``, is ``--src`` with the checks of
+each result (its messages validated as a pydantic-ai message list, its output and usage as JSON)
+turned off in the child (``skip_result_checks``): ``src / unchecked`` is what the checks cost,
+measured without the noise of two trees. The three take turns going first, round by round.
 
 Output: the tables on stderr; ``--json FILE`` writes every figure and, for each tree, its git
 commit, whether it is dirty (tracked changes) and its untracked files.
@@ -584,8 +589,31 @@ async def _measure_fault(
 # -- the child: throughput -------------------------------------------------------------------------
 
 
+def tree_cpu() -> float:
+    """CPU seconds (user + system) of this process and every process it started (the workers,
+    the zygotes) so far."""
+    me = psutil.Process()
+    total = 0.0
+    for process in [me, *me.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def skip_result_checks() -> None:
+    """Make the orchestrator accept every worker result unchecked (the ``unchecked`` rows: what
+    the checks of a result's messages, output and usage cost)."""
+    for module in list(sys.modules.values()):
+        if hasattr(module, "result_problem") and hasattr(module, "WorkerProcess"):
+            module.result_problem = lambda result: None  # type: ignore[attr-defined]
+
+
 async def measure_throughput(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     from axon import AgentSpec, Axon
+
+    if args.unchecked:
+        skip_result_checks()
 
     agent, prompt = VARIANTS[variant]
     spec = AgentSpec(id="t", agent=agent, workers=2, max_concurrency=32)
@@ -601,10 +629,12 @@ async def measure_throughput(variant: str, args: argparse.Namespace) -> dict[str
         load = ClosedLoop(send, args.users)
         began = time.monotonic()
         cpu = time.process_time()
+        every_cpu = tree_cpu()
         load.start()
         await asyncio.sleep(args.seconds)
         await load.stop()
         cpu = time.process_time() - cpu
+        every_cpu = tree_cpu() - every_cpu
         elapsed = time.monotonic() - began
     ok = [end - start for start, end, outcome in load.records if outcome == "ok"]
     return {
@@ -615,6 +645,7 @@ async def measure_throughput(variant: str, args: argparse.Namespace) -> dict[str
         "ok": len(ok),
         "errors": dict(Counter(o for _, _, o in load.records if o != "ok")),
         "cpu_us_per_run": cpu / max(len(ok), 1) * 1e6,
+        "all_cpu_us_per_run": every_cpu / max(len(ok), 1) * 1e6,
         "seconds": elapsed,
     }
 
@@ -805,12 +836,14 @@ def run_faults(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def run_throughput(args: argparse.Namespace) -> dict[str, Any]:
-    trees = {"src": args.src, "compare": args.compare_src}
+    # ``unchecked``: --src with the result checks off (skip_result_checks), in the same run.
+    trees = {"src": args.src, "unchecked": args.src, "compare": args.compare_src}
     figures: dict[str, Any] = {}
     for variant in VARIANTS:
-        rounds: dict[str, list[dict[str, Any]]] = {"src": [], "compare": []}
+        rounds: dict[str, list[dict[str, Any]]] = {which: [] for which in trees}
+        names = list(trees)
         for number in range(args.rounds):
-            order = ("src", "compare") if number % 2 == 0 else ("compare", "src")
+            order = names[number % 3 :] + names[: number % 3]  # each first in turn
             for which in order:
                 console.print(
                     f"[dim]{time.strftime('%H:%M:%S')} throughput {variant} round "
@@ -818,25 +851,40 @@ def run_throughput(args: argparse.Namespace) -> dict[str, Any]:
                 )
                 argv = ["--throughput-child", variant, "--seconds", str(args.seconds)]
                 argv += ["--warmup", str(args.warmup), "--users", "64"]
+                if which == "unchecked":
+                    argv.append("--unchecked")
                 rounds[which].append(run_child(trees[which], argv, args.child_timeout))
         medians: dict[str, dict[str, float | None]] = {}
         for which, results in rounds.items():
             done = [r for r in results if r.get("finished")]
             medians[which] = {
                 key: statistics.median(r[key] for r in done) if done else None
-                for key in ("runs_per_s", "p50_ms", "p99_ms", "cpu_us_per_run")
+                for key in (
+                    "runs_per_s",
+                    "p50_ms",
+                    "p99_ms",
+                    "cpu_us_per_run",
+                    "all_cpu_us_per_run",
+                )
             }
-        a, b = medians["src"], medians["compare"]
 
-        def ratio(key: str, a: Mapping[str, Any] = a, b: Mapping[str, Any] = b) -> float | None:
-            return a[key] / b[key] if a[key] and b[key] else None
+        def ratio(
+            key: str, a: str, b: str, medians: Mapping[str, Mapping[str, Any]] = medians
+        ) -> float | None:
+            x, y = medians[a][key], medians[b][key]
+            return x / y if x and y else None
 
         figures[variant] = {
             "rounds": rounds,
             "median": medians,
-            "ratio_runs_per_s": ratio("runs_per_s"),
-            "ratio_p50": ratio("p50_ms"),
-            "ratio_cpu_per_run": ratio("cpu_us_per_run"),
+            "ratio_runs_per_s": ratio("runs_per_s", "src", "compare"),
+            "ratio_p50": ratio("p50_ms", "src", "compare"),
+            "ratio_cpu_per_run": ratio("cpu_us_per_run", "src", "compare"),
+            "checks_ratio_runs_per_s": ratio("runs_per_s", "src", "unchecked"),
+            "checks_ratio_p50": ratio("p50_ms", "src", "unchecked"),
+            "checks_ratio_cpu_per_run": ratio("cpu_us_per_run", "src", "unchecked"),
+            "checks_ratio_all_cpu_per_run": ratio("all_cpu_us_per_run", "src", "unchecked"),
+            "ratio_all_cpu_per_run": ratio("all_cpu_us_per_run", "src", "compare"),
         }
     return figures
 
@@ -852,21 +900,26 @@ def throughput_table(figures: Mapping[str, Any], args: argparse.Namespace) -> Ta
         "runs/s (median)",
         "p50 ms (median)",
         "CPU µs/run",
+        "all CPU µs/run",
         "ratio src / compare",
+        "ratio src / unchecked",
     ):
         table.add_column(column)
     for variant, f in figures.items():
-        for which in ("src", "compare"):
+        for which in ("src", "unchecked", "compare"):
             per_round = ", ".join(
                 f"{r['runs_per_s']:.0f}" if r.get("finished") else "x" for r in f["rounds"][which]
             )
             m = f["median"][which]
-            ratios = (
-                f"runs/s {fmt(f['ratio_runs_per_s'], '.3f')}; p50 {fmt(f['ratio_p50'], '.3f')}; "
-                f"CPU {fmt(f['ratio_cpu_per_run'], '.3f')}"
+            ratios = [
+                f"runs/s {fmt(f[pre + 'ratio_runs_per_s'], '.3f')}; "
+                f"p50 {fmt(f[pre + 'ratio_p50'], '.3f')}; "
+                f"CPU {fmt(f[pre + 'ratio_cpu_per_run'], '.3f')}; "
+                f"all CPU {fmt(f[pre + 'ratio_all_cpu_per_run'], '.3f')}"
                 if which == "src"
                 else ""
-            )
+                for pre in ("", "checks_")
+            ]
             table.add_row(
                 variant,
                 which,
@@ -874,7 +927,8 @@ def throughput_table(figures: Mapping[str, Any], args: argparse.Namespace) -> Ta
                 fmt(m["runs_per_s"]),
                 fmt(m["p50_ms"], ".1f"),
                 fmt(m["cpu_us_per_run"]),
-                ratios,
+                fmt(m["all_cpu_us_per_run"]),
+                *ratios,
             )
     return table
 
@@ -959,6 +1013,7 @@ def main() -> None:
     parser.add_argument("--fault", choices=list(FAULTS), help=argparse.SUPPRESS)
     parser.add_argument("--throughput-child", choices=list(VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--strike", help=argparse.SUPPRESS)
+    parser.add_argument("--unchecked", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.src = args.src.resolve()
     if args.compare_src is not None:
