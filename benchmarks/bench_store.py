@@ -32,7 +32,8 @@ from rich.progress import Progress
 from rich.table import Table
 
 from axon import AgentSpec, Axon, SupervisorSpec
-from axon.store.base import ConversationInfo, ConversationStore, History, open_store
+from axon.store.base import ConversationInfo, ConversationStore, History
+from axon.store.urls import open_store
 from axon.store.group_commit import PendingCommit
 
 CONCURRENCY_LEVELS = (1, 16, 256)

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from axon.supervisor.policy import RestartType, Strategy
     from axon.supervisor.states import AgentState, WorkerState
 
-__version__ = "0.1.0"
+from axon._version import __version__
 
 __all__ = [
     "AgentCrashed",

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -57,11 +56,13 @@ from axon.observability.events import EventBus
 from axon.observability.metrics import RuntimeMetrics
 from axon.observability.monitor import Monitor
 from axon.observability.resources import WorkerResources
+from axon.observability.run_telemetry import RunTelemetry
 from axon.pool.spawner import ProcessSpawner
 from axon.protocol import frames
 from axon.status import AgentStatus, Readiness
-from axon.store.base import ConversationInfo, ConversationStore, History, open_store
+from axon.store.base import ConversationInfo, ConversationStore, History, slice_json_array
 from axon.store.group_commit import group_commit_of
+from axon.store.urls import open_store
 from axon.stream import FinalResult, Reply, StreamEvent, TextDelta
 from axon.supervisor.spawner import Spawner
 from axon.supervisor.states import AgentState
@@ -77,14 +78,9 @@ from axon.validation import (
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
 
-    from axon.observability.tracing import RunSpan, RunTracer
+    from axon.observability.tracing import RunTracer
 
 __all__ = ["Axon"]
-
-_QUIET_OUTCOMES = frozenset({"ok", "cancelled", "conversation_busy", "run_interrupted"})
-"""``run.finished`` outcomes logged at INFO: the run did what the caller asked for, or the
-caller's own choice ended it. Every other outcome (a crash, timeout, failure, overload or outage)
-is a WARNING."""
 
 
 class Axon:
@@ -278,25 +274,18 @@ class Axon:
         )
         seconds = check_timeout(timeout, spec)
         policy = spec.conversation_policy if policy is None else check_policy(policy)
-        span: RunSpan | None = None
-        if self._tracer is not None:
-            span = self._tracer.start(agent_id, cid, stream)
+        telemetry = RunTelemetry(self.events, self._tracer, agent_id, cid, stream)
         loop = asyncio.get_running_loop()
-        started = time.perf_counter()
         deadline = loop.time() + seconds
-        outcome = "error"
-        run_id: int | None = None
-        pid: int | None = None
-        ttft: float | None = None
-        commit_s: float | None = None
-        failure: BaseException | None = None
         try:
-            # Fail fast (counted, logged and traced like any outcome), before waiting for the
+            # 1. Fail fast (counted, logged and traced like any outcome), before waiting for the
             # conversation's turn.
             agent.check_available()
             async with contextlib.AsyncExitStack() as turn:
                 async with self._deadline(deadline, agent_id, seconds, cid):
+                    # 2. The conversation's turn (its policy decides what a busy one does).
                     my_turn = await turn.enter_async_context(self._locks.hold(cid, policy))
+                    # 3. Its history, at revision r.
                     history = await self._store.load(cid)
                     if my_turn.interrupted:
                         raise RunInterrupted(cid)
@@ -304,28 +293,18 @@ class Axon:
                         raise HistoryTooLarge(
                             cid, size=len(history.messages), limit=spec.max_history_bytes
                         )
+                    # 4. A worker (waiting in the agent's bounded queue if every slot is busy).
                     worker, call = await agent.start_run(
                         prompt,
                         history.messages,
                         cid,
                         max(deadline - loop.time(), 0.001),
                         stream,
-                        None if span is None else span.carrier(),
+                        telemetry.carrier(),
                     )
                 my_turn.on_interrupt(lambda: worker.cancel_run(call))
-                run_id, pid = call.id, worker.pid
-                if span is not None:
-                    span.routed(call.id, worker.pid)
-                    call.on_spans = span.replay
-                self.events.emit(
-                    "run.routed",
-                    logging.DEBUG,
-                    agent=agent_id,
-                    worker=worker.index,
-                    pid=worker.pid,
-                    run=call.id,
-                    conversation=cid,
-                )
+                telemetry.routed(worker, call)
+                # 5. Its events, until its result.
                 result: frames.Result | None = None
                 try:
                     while result is None:
@@ -343,28 +322,28 @@ class Axon:
                         if isinstance(item, frames.Result):
                             result = item
                         else:
-                            if ttft is None and isinstance(item, TextDelta):
-                                ttft = time.perf_counter() - started
+                            if isinstance(item, TextDelta):
+                                telemetry.text()
                             yield item
                 finally:
                     if result is None:
                         worker.cancel_run(call)
-                # The commit point: only a run whose result arrived is ever written.
+                # 6. The commit point: only a run whose result arrived is ever written.
                 assert result is not None
-                committing = time.perf_counter()
-                try:
-                    await self._store.commit(
-                        cid,
-                        agent_id=agent_id,
-                        expected_revision=history.revision,
-                        messages=result.messages,
-                    )
-                except StoreConflict:
-                    # Another orchestrator sharing the store committed to this conversation
-                    # while this run was in progress: nothing of this run is written.
-                    raise ConversationBusy(cid, reason="conflict") from None
-                commit_s = time.perf_counter() - committing
-            outcome = "ok"
+                with telemetry.committing():
+                    try:
+                        await self._store.commit(
+                            cid,
+                            agent_id=agent_id,
+                            expected_revision=history.revision,
+                            messages=result.messages,
+                        )
+                    except StoreConflict:
+                        # Another orchestrator sharing the store committed to this
+                        # conversation while this run was in progress: nothing of it is written.
+                        raise ConversationBusy(cid, reason="conflict") from None
+            # 7. The reply.
+            telemetry.succeeded()
             yield FinalResult(
                 Reply(
                     conversation_id=cid,
@@ -374,32 +353,11 @@ class Axon:
                     usage_json=result.usage,
                 )
             )
-        except AxonError as exc:
-            outcome = exc.type
-            failure = exc
-            raise
-        except (asyncio.CancelledError, GeneratorExit):
-            if outcome != "ok":  # not a caller leaving after its reply
-                outcome = "cancelled"
-            raise
-        except Exception as exc:
-            failure = exc
+        except BaseException as exc:
+            telemetry.failed(exc)
             raise
         finally:
-            if span is not None:
-                span.end(outcome, failure)
-            self.events.emit(
-                "run.finished",
-                logging.INFO if outcome in _QUIET_OUTCOMES else logging.WARNING,
-                agent=agent_id,
-                conversation=cid,
-                run=run_id,
-                pid=pid,
-                outcome=outcome,
-                latency_s=round(time.perf_counter() - started, 6),
-                ttft_s=None if ttft is None else round(ttft, 6),
-                commit_s=None if commit_s is None else round(commit_s, 6),
-            )
+            telemetry.end()
 
     @contextlib.asynccontextmanager
     async def _deadline(
@@ -426,19 +384,25 @@ class Axon:
         for an unknown conversation); ``offset``/``limit`` page through it by message."""
         from pydantic_ai import ModelMessagesTypeAdapter
 
-        start, stop = check_page(offset, limit)
-        stored = await self._store.load(check_conversation_id(conversation_id))
-        return list(ModelMessagesTypeAdapter.validate_json(stored.messages))[start:stop]
+        page = await self.load_conversation(conversation_id, offset=offset, limit=limit)
+        return list(ModelMessagesTypeAdapter.validate_json(page.messages))
 
     async def export_conversation(self, conversation_id: str) -> bytes:
         """The conversation's committed history as pydantic-ai JSON (``ModelMessagesTypeAdapter``
         format, loadable with ``ModelMessagesTypeAdapter.validate_json``)."""
         return (await self.load_conversation(conversation_id)).messages
 
-    async def load_conversation(self, conversation_id: str) -> History:
+    async def load_conversation(
+        self, conversation_id: str, *, offset: int = 0, limit: int | None = None
+    ) -> History:
         """The conversation's committed history as pydantic-ai JSON bytes, with its revision
-        (the number of runs committed; 0 for a conversation that does not exist)."""
-        return await self._store.load(check_conversation_id(conversation_id))
+        (the number of runs committed; 0 for a conversation that does not exist);
+        ``offset``/``limit`` page through it by message."""
+        start, stop = check_page(offset, limit)
+        stored = await self._store.load(check_conversation_id(conversation_id))
+        if start == 0 and stop is None:
+            return stored
+        return History(slice_json_array(stored.messages, start, stop), stored.revision)
 
     async def check_ready(self, *, store_timeout: float = 2.0) -> Readiness:
         """Whether this runtime can serve: the store answers within ``store_timeout`` and every

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from axon.store.base import open_store
+from axon.store.urls import open_store
 from axon.testing import AxonServer, user_prompts
 
 from ..conftest import ServeAxon, descendant_pids, pid_alive

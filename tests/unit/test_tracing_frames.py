@@ -17,9 +17,10 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind, StatusCode
 
 from axon.errors import AgentTimeout, ProtocolError
-from axon.observability.tracing import RunTracer, incoming_context, span_records
+from axon.observability.tracing import RunTracer, incoming_context
 from axon.protocol.codec import HEADER_SIZE, decode_payload, encode_frame
 from axon.protocol.frames import Run, SpanEventRecord, SpanRecord, Spans
+from axon.worker.tracing import span_records
 
 # -- the wire ---------------------------------------------------------------------------------
 

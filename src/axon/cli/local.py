@@ -103,7 +103,7 @@ def check(
     config: Annotated[Path, typer.Argument(metavar="CONFIG", help="axon.toml to validate.")],
 ) -> None:
     """Validate a config (keys, values, agent import paths) without starting anything."""
-    from axon.store.base import open_store
+    from axon.store.urls import open_store
 
     cfg = _load(config)
     try:

@@ -14,8 +14,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from axon import __version__
 from axon._tasks import TaskSet
+from axon._version import __version__
 from axon.errors import ConversationNotFound
 from axon.http.dashboard import dashboard_routes
 from axon.http.errors import install_error_handlers, plain_error
@@ -297,16 +297,14 @@ def _api_routes() -> APIRouter:
         offset: Annotated[int, Query(ge=0, description="First message to return.")] = 0,
         limit: Annotated[int | None, Query(ge=1, description="Messages to return.")] = None,
     ) -> Response:
-        axon = _runtime(request)
-        stored = await axon.load_conversation(conversation_id)
+        stored = await _runtime(request).load_conversation(
+            conversation_id, offset=offset, limit=limit
+        )
         if stored.revision == 0:
             raise ConversationNotFound(conversation_id)
-        messages = stored.messages
-        if offset or limit is not None:
-            messages = _page(messages, offset, limit)
         # The stored JSON goes out as it is: the edge never parses a history it only relays.
         return Response(
-            _conversation_json(conversation_id, stored.revision, messages),
+            _conversation_json(conversation_id, stored.revision, stored.messages),
             media_type="application/json",
         )
 
@@ -382,9 +380,3 @@ def _conversation_json(conversation_id: str, revision: int, messages: bytes) -> 
     """``{"conversation_id", "revision", "messages"}`` around the stored JSON, unparsed."""
     head = json.dumps({"conversation_id": conversation_id, "revision": revision})
     return head[:-1].encode() + b', "messages": ' + messages + b"}"
-
-
-def _page(messages: bytes, offset: int, limit: int | None) -> bytes:
-    items = json.loads(messages)
-    stop = None if limit is None else offset + limit
-    return json.dumps(items[offset:stop]).encode()

@@ -4,9 +4,10 @@
 """
 
 from axon.errors import StoreConflict
-from axon.store.base import ConversationInfo, ConversationStore, History, open_store
+from axon.store.base import ConversationInfo, ConversationStore, History
 from axon.store.memory import InMemoryStore
 from axon.store.sqlite import SqliteStore
+from axon.store.urls import open_store
 
 __all__ = [
     "ConversationInfo",

@@ -28,14 +28,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from axon.errors import ConfigError
+import msgspec
 
 __all__ = [
     "ConversationInfo",
     "ConversationStore",
     "History",
     "join_json_arrays",
-    "open_store",
+    "slice_json_array",
 ]
 
 
@@ -99,37 +99,18 @@ class ConversationStore(Protocol):
     async def close(self) -> None: ...
 
 
+def slice_json_array(array: bytes, start: int, stop: int | None) -> bytes:
+    """``array[start:stop]`` of a JSON array, without parsing its items (each is kept as the
+    JSON it was)."""
+    items = _raw_items.decode(array)
+    return _raw_encoder.encode(items[start:stop])
+
+
+_raw_items = msgspec.json.Decoder(list[msgspec.Raw])
+_raw_encoder = msgspec.json.Encoder()
+
+
 def join_json_arrays(arrays: list[bytes]) -> bytes:
     """Concatenate JSON arrays without parsing them: ``[a,b] + [c] -> [a,b,c]``."""
     items = [inner for a in arrays if (inner := a.strip()[1:-1].strip())]
     return b"[" + b",".join(items) + b"]"
-
-
-def open_store(url: str) -> ConversationStore:
-    """The store a ``store = "..."`` URL names (not opened yet: call ``await store.open()``).
-
-    ``memory://``; ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``;
-    ``postgresql://user@host:port/db`` (``postgres://`` too; needs the ``postgres`` extra).
-    """
-    scheme = url.partition("://")[0]
-    if url == "memory://":
-        from axon.store.memory import InMemoryStore
-
-        return InMemoryStore()
-    if scheme == "sqlite":
-        from axon.store.sqlite import SqliteStore
-
-        return SqliteStore.from_url(url)
-    if scheme in ("postgresql", "postgres"):
-        try:
-            from axon.store.postgres import PostgresStore
-        except ImportError as exc:  # asyncpg missing
-            raise ConfigError(
-                "runtime.store",
-                f"{exc}; install the postgres extra: pip install 'axon-runtime[postgres]'",
-            ) from None
-        return PostgresStore.from_url(url)
-    raise ConfigError(
-        "runtime.store",
-        f"unsupported store URL {url!r} (supported: memory://, sqlite:///PATH, postgresql://...)",
-    )

@@ -67,7 +67,7 @@ from axon.worker.faults import FaultArms
 from axon.worker.prctl import die_with_parent, set_process_name
 
 if TYPE_CHECKING:
-    from axon.observability.tracing import WorkerTracing
+    from axon.worker.tracing import WorkerTracing
 
 __all__ = [
     "EXIT_CONNECTION_LOST",
@@ -312,7 +312,7 @@ class WorkerHost:
 
     def _worker_tracing(self) -> WorkerTracing:
         if self._tracing is None:
-            from axon.observability.tracing import WorkerTracing
+            from axon.worker.tracing import WorkerTracing
 
             self._tracing = WorkerTracing()
         return self._tracing
@@ -320,7 +320,7 @@ class WorkerHost:
     def _send_spans(self, run_id: int, spans: list[Any]) -> None:
         """The run's finished spans, before its answer. Spans that cannot be sent (too large
         for one frame, or an attribute msgpack cannot carry) are dropped: the run is not."""
-        from axon.observability.tracing import span_records
+        from axon.worker.tracing import span_records
 
         try:
             frame = Spans.of(run_id, span_records(spans))
