@@ -33,8 +33,8 @@ from rich.table import Table
 
 from axon import AgentSpec, Axon, SupervisorSpec
 from axon.store.base import ConversationInfo, ConversationStore, History
-from axon.store.urls import open_store
 from axon.store.group_commit import PendingCommit
+from axon.store.urls import open_store
 
 CONCURRENCY_LEVELS = (1, 16, 256)
 HISTORY_SIZES = (10, 1_000, 10_000)
