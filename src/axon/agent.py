@@ -15,7 +15,7 @@ from collections.abc import Callable, Collection
 from axon._tasks import TaskSet
 from axon.config import AgentSpec, SupervisorSpec
 from axon.observability.events import EventBus
-from axon.pool.process import RunCall
+from axon.pool.session import RunCall
 from axon.router import AgentRouter
 from axon.status import AgentStatus
 from axon.supervisor.spawner import Spawner, WorkerHandle

@@ -15,7 +15,7 @@ import asyncio
 from collections import deque
 
 from axon.errors import AgentUnavailable, Overloaded
-from axon.pool.process import RunCall, WorkerGone
+from axon.pool.session import RunCall, WorkerGone
 from axon.supervisor.spawner import WorkerHandle
 from axon.supervisor.supervisor import AgentSupervisor
 

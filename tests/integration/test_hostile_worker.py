@@ -30,7 +30,7 @@ from axon import (
     ResultTooLarge,
     SupervisorSpec,
 )
-from axon.pool.process import PROTOCOL_BUDGET
+from axon.pool.session import PROTOCOL_BUDGET
 from axon.store.memory import InMemoryStore
 from axon.testing import EventLog, wait_until, wait_until_serving, worker_pids
 

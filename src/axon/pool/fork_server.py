@@ -28,29 +28,20 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable
-
-import msgspec
 
 from axon._tasks import TaskSet
 from axon.config import AgentSpec
 from axon.observability.events import EventBus
+from axon.pool.forked import ForkedProcess
 from axon.pool.groups import kill_group
 from axon.pool.output import OutputPump
+from axon.pool.zygote_channel import ZygoteChannel, fork_request
 from axon.protocol.zygote import (
-    MAX_MESSAGE,
-    Exited,
-    Forked,
-    ForkFailed,
     ForkWorker,
     ForkZygote,
-    Message,
-    Started,
-    decode,
-    encode,
 )
 
-__all__ = ["FORK_SUPPORTED", "ForkServer", "ForkedProcess"]
+__all__ = ["FORK_SUPPORTED", "ForkServer"]
 
 FORK_SUPPORTED = sys.platform.startswith("linux") and hasattr(os, "pidfd_open")
 """Whether this platform can run the fork server (Linux: ``fork``, pidfds, ``prctl``)."""
@@ -59,155 +50,16 @@ ROOT_STARTUP_TIMEOUT = 30.0
 """Seconds the root zygote gets to import pydantic-ai and say it is ready."""
 AGENT_ZYGOTE_TIMEOUT = 30.0
 """Seconds an agent zygote gets to import its agent's modules."""
-_STATUS_WAIT = 1.0
-"""After a forked worker died, how long to wait for its zygote to report the exit status."""
 _BACKOFF_INITIAL = 0.5
 _BACKOFF_MAX = 30.0
 _UNCLAIMED_EXITS = 1024
-
-
-class ForkedProcess:
-    """A worker forked by a zygote, with what :class:`~axon.pool.process.WorkerProcess`
-    uses of a process: ``pid``, ``stdout``, ``stderr``, ``wait()`` and ``returncode``."""
-
-    def __init__(
-        self,
-        pid: int,
-        stdout: asyncio.StreamReader,
-        stderr: asyncio.StreamReader,
-        transports: list[asyncio.BaseTransport],
-    ) -> None:
-        loop = asyncio.get_running_loop()
-        self.pid = pid
-        self.stdout = stdout
-        self.stderr = stderr
-        self.returncode: int | None = None
-        """Once ``wait()`` returned: as ``asyncio`` reports it (negative: a signal), or None
-        if the exit status was lost (its zygote died before it could report it)."""
-        self._transports = transports
-        self._status: asyncio.Future[int] = loop.create_future()
-        self._dead = asyncio.Event()
-        self._pidfd: int | None = None
-        try:
-            self._pidfd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            self._dead.set()  # already gone (and reaped): its zygote reports the status
-        else:
-            loop.add_reader(self._pidfd, self._on_dead)
-
-    def exited(self, code: int) -> None:
-        """Its zygote reaped it: the exit status."""
-        if not self._status.done():
-            self._status.set_result(code)
-
-    def _on_dead(self) -> None:
-        self._close_pidfd()
-        self._dead.set()
-
-    def _close_pidfd(self) -> None:
-        if self._pidfd is not None:
-            asyncio.get_running_loop().remove_reader(self._pidfd)
-            os.close(self._pidfd)
-            self._pidfd = None
-
-    async def wait(self) -> int | None:
-        """Until the process is gone; its exit code (see :attr:`returncode`)."""
-        await self._dead.wait()
-        if not self._status.done():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(_STATUS_WAIT):
-                    await asyncio.shield(self._status)
-        if self._status.done():
-            self.returncode = self._status.result()
-        return self.returncode
-
-    def close(self) -> None:
-        """Release the pidfd and the output pipes (once the worker's life is over)."""
-        self._close_pidfd()
-        for transport in self._transports:
-            transport.close()
-
-
-class _Channel:
-    """A zygote's control channel: requests are answered in order; exits come at any time."""
-
-    def __init__(self, sock: socket.socket, on_exit: Callable[[int, int], None]) -> None:
-        sock.setblocking(False)
-        self._sock = sock
-        self._on_exit = on_exit
-        loop = asyncio.get_running_loop()
-        self._started: asyncio.Future[Started | None] = loop.create_future()
-        self._pending: collections.deque[asyncio.Future[Forked | ForkFailed]] = collections.deque()
-        self.closed = asyncio.Event()
-        self._reader = loop.create_task(self._read())
-
-    async def _read(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while data := await loop.sock_recv(self._sock, MAX_MESSAGE):
-                self._dispatch(decode(data))
-        except (OSError, msgspec.DecodeError):
-            pass  # a broken channel is a dead zygote: handled below
-        finally:
-            self.closed.set()
-            gone = ForkFailed("the zygote is gone")
-            while self._pending:
-                future = self._pending.popleft()
-                if not future.done():
-                    future.set_result(gone)
-            if not self._started.done():
-                self._started.set_result(None)
-
-    def _dispatch(self, message: Message) -> None:
-        match message:
-            case Started():
-                if not self._started.done():
-                    self._started.set_result(message)
-            case Forked() | ForkFailed():
-                future = self._pending.popleft() if self._pending else None
-                if future is not None and not future.done():
-                    future.set_result(message)
-                elif isinstance(message, Forked):
-                    kill_group(message.pid)  # forked for a request that was cancelled
-            case Exited(pid=pid, code=code):
-                self._on_exit(pid, code)
-            case _:
-                pass  # requests travel the other way
-
-    async def wait_started(self, timeout: float) -> Started | str:
-        """The zygote's :class:`Started` (its ``error`` says why it cannot fork, if it cannot),
-        or why it never said it: it died, or took longer than ``timeout`` seconds."""
-        try:
-            async with asyncio.timeout(timeout):
-                started = await asyncio.shield(self._started)
-        except TimeoutError:
-            return f"not ready within {timeout:g}s"
-        return "it exited before it was ready" if started is None else started
-
-    async def request(self, message: Message, fds: list[int]) -> Forked | ForkFailed:
-        if self.closed.is_set():
-            return ForkFailed("the zygote is gone")
-        future: asyncio.Future[Forked | ForkFailed] = asyncio.get_running_loop().create_future()
-        try:
-            # One small packet: a SOCK_SEQPACKET send of it does not block in practice.
-            socket.send_fds(self._sock, [encode(message)], fds)
-        except OSError as exc:
-            return ForkFailed(f"cannot reach the zygote: {exc}")
-        self._pending.append(future)
-        return await future
-
-    async def aclose(self) -> None:
-        self._sock.close()
-        self._reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._reader
 
 
 class _AgentZygote:
     def __init__(
         self,
         pid: int,
-        channel: _Channel,
+        channel: ZygoteChannel,
         transports: list[asyncio.BaseTransport],
         pumps: list[asyncio.Task[None]],
     ) -> None:
@@ -222,7 +74,7 @@ class ForkServer:
 
     def __init__(self, events: EventBus | None = None) -> None:
         self._events = events or EventBus()
-        self._root: _Channel | None = None
+        self._root: ZygoteChannel | None = None
         """The root zygote's channel while it is up (ready to fork agent zygotes)."""
         self._first_start = asyncio.Event()
         """Set once the first attempt to start the root is over: it is ready, or it failed."""
@@ -297,7 +149,7 @@ class ForkServer:
             return False
         finally:
             child.close()
-        channel = _Channel(parent, self._exited)
+        channel = ZygoteChannel(parent, self._exited)
         pumps = [
             self._pumps.create_task(self._pump(None, proc.pid, stream, name))
             for stream, name in ((proc.stdout, "stdout"), (proc.stderr, "stderr"))
@@ -348,7 +200,7 @@ class ForkServer:
         zygote = await self._agent_zygote(spec)
         if zygote is None:
             return None
-        forked = await _fork_request(zygote.channel, ForkWorker(settings, os.getpid()), connection)
+        forked = await fork_request(zygote.channel, ForkWorker(settings, os.getpid()), connection)
         if forked is None:
             return None
         pid, out_r, err_r = forked
@@ -406,7 +258,7 @@ class ForkServer:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         began = time.perf_counter()
         try:
-            forked = await _fork_request(
+            forked = await fork_request(
                 root, ForkZygote(spec.id, dict(spec.env), _modules_of(spec)), child.fileno()
             )
         finally:
@@ -421,7 +273,7 @@ class ForkServer:
             reader, transport = await _pipe_reader(fd)
             transports.append(transport)
             pumps.append(self._pumps.create_task(self._pump(spec.id, pid, reader, name)))
-        channel = _Channel(parent, self._exited)
+        channel = ZygoteChannel(parent, self._exited)
         hello = await channel.wait_started(AGENT_ZYGOTE_TIMEOUT)
         reason = hello if isinstance(hello, str) else hello.error
         if reason is not None:
@@ -498,28 +350,6 @@ def _modules_of(spec: AgentSpec) -> list[str]:
     """The modules an agent zygote imports: the agent's, and its deps factory's."""
     paths = [spec.agent] if spec.deps is None else [spec.agent, spec.deps]
     return list(dict.fromkeys(path.partition(":")[0] for path in paths))
-
-
-async def _fork_request(
-    channel: _Channel, request: Message, *fds: int
-) -> tuple[int, int, int] | None:
-    """Ask ``channel``'s zygote to fork, passing ``fds`` and a new stdout and a new stderr pipe:
-    the child's pid and the read ends of its two pipes, or None if it did not fork (then, as on
-    cancellation, nothing of the pipes is left open here)."""
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    answer: Forked | ForkFailed = ForkFailed("cancelled")
-    try:
-        answer = await channel.request(request, [*fds, out_w, err_w])
-    finally:
-        os.close(out_w)
-        os.close(err_w)
-        if isinstance(answer, ForkFailed):
-            os.close(out_r)
-            os.close(err_r)
-    if isinstance(answer, ForkFailed):
-        return None
-    return answer.pid, out_r, err_r
 
 
 async def _pipe_reader(fd: int) -> tuple[asyncio.StreamReader, asyncio.BaseTransport]:

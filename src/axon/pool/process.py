@@ -12,19 +12,13 @@ Death is noticed from the process itself, never by polling: EOF on the socket (t
 closes it the instant the process dies) and the child watcher's ``wait()``. At that moment
 every run the worker held ends with ``AgentCrashed`` carrying the exit code or signal.
 
-A worker is untrusted input (docs/threat-model.md). What it sends is decoded at a cost bounded by
-its size (:mod:`axon.protocol.frames`), frames over the agent's ``max_result_bytes`` are refused,
-frames of runs that are over are dropped unread, a result is checked (its messages must be a
-pydantic-ai message list, its output and usage JSON) before anyone sees it, a ``pong`` counts only
-if it answers the last ``ping``, and every frame that breaks the protocol is a violation: past
-:data:`PROTOCOL_BUDGET` of them the worker is killed (cause ``protocol``), so one worker can
-neither flood the log nor keep itself alive with junk.
+Once the process runs, its connection is a :class:`~axon.pool.session.WorkerSession`: the runs
+in flight, what the worker sends (a worker is untrusted input: docs/threat-model.md), the
+heartbeat.
 
-A worker is killed (SIGKILL to its whole process group) when its event loop stops answering
-pings for ``heartbeat_timeout`` seconds (time the orchestrator's own event loop was stalled does
-not count), when it ignores a cancel for ``cancel_grace`` seconds, when it breaks the protocol,
-when it stops reading its connection (more than :data:`MAX_UNREAD` bytes waiting for it), or when
-it is not ready within ``startup_timeout``.
+A worker is killed (SIGKILL to its whole process group) when its session says so (it stopped
+answering heartbeats, ignored a cancel, broke the protocol, stopped reading its connection), or
+when it is not ready within ``startup_timeout``.
 
 Cancellation contract: cancelling ``run()`` kills the process group and waits for it to be
 reaped before re-raising, so no process outlives its task.
@@ -34,98 +28,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import os
-import random
 import signal
 import socket
 import sys
 import time
-from collections import deque
-from collections.abc import Callable
-from typing import Literal
+from collections.abc import Callable, Coroutine
+from typing import Any, Literal
 
 import msgspec
 
 from axon.config import AgentSpec, SupervisorSpec
-from axon.errors import AgentCrashed, AxonError, FrameTooLarge, ProtocolError, StartupFailed
+from axon.errors import AgentCrashed, StartupFailed
 from axon.exits import Exit, ExitCause, KillCause
 from axon.observability.events import EventBus
-from axon.pool.fork_server import ForkedProcess, ForkServer
+from axon.pool.fork_server import ForkServer
+from axon.pool.forked import ForkedProcess
 from axon.pool.groups import signal_group
 from axon.pool.links import WorkerLink, WorkerLinks
 from axon.pool.output import OutputPump
-from axon.protocol.channel import ChannelClosed, FrameChannel
-from axon.protocol.codec import MAX_FRAME_SIZE, from_worker
+from axon.pool.session import RunCall, WorkerGone, WorkerSession
+from axon.protocol.channel import FrameChannel
+from axon.protocol.codec import from_worker
 from axon.protocol.frames import (
-    PROTOCOL_VERSION,
-    Cancel,
-    Error,
-    Event,
-    Frame,
-    Hello,
-    Ping,
-    Pong,
-    Ready,
-    Result,
-    Run,
-    RunEvent,
     Shutdown,
-    SpanRecord,
-    Spans,
 )
-from axon.protocol.payloads import event_problem, result_problem
 from axon.protocol.settings import WorkerSettings
 
-__all__ = [
-    "MAX_UNREAD",
-    "PROTOCOL_BUDGET",
-    "RunCall",
-    "WorkerGone",
-    "WorkerProcess",
-]
+__all__ = ["WorkerProcess"]
 
 _EOF_REAP_TIMEOUT = 1.0
 """After EOF, how long the process gets to be reaped before we SIGKILL it."""
-PROTOCOL_BUDGET = 8
-"""Protocol violations a worker may commit; the next one gets it killed (cause ``protocol``)."""
-MAX_UNREAD = 2 * MAX_FRAME_SIZE
-"""Bytes the orchestrator may have written to a worker that it has not read yet; past it the
-worker is killed as ``unresponsive`` (it stopped reading its connection)."""
-_LAG_TOLERANCE = 0.1
-"""Seconds a heartbeat may wake up late before the lateness counts as the orchestrator's stall."""
-
-
-class WorkerGone(Exception):
-    """The run could not be sent: the worker's connection is already closed. Nothing reached
-    the worker, so the router may safely send the run elsewhere."""
-
-
-class RunCall:
-    """One run in flight on a worker: a stream of events ending in ``Result``."""
-
-    __slots__ = ("_queue", "done", "id", "on_spans", "started")
-
-    def __init__(self, run_id: int) -> None:
-        self.id = run_id
-        self.started = time.perf_counter()
-        self.done = False
-        self.on_spans: Callable[[list[SpanRecord]], None] | None = None
-        """Called with the run's ``spans`` frame (a traced run), as it arrives: before the
-        run's result or error is delivered, or after the caller gave up on the run."""
-        self._queue: asyncio.Queue[RunEvent | Result | AxonError] = asyncio.Queue()
-
-    def deliver(self, item: RunEvent | Result | AxonError) -> None:
-        """Hand the next frame (or the run's error) to whoever awaits ``next()``."""
-        self._queue.put_nowait(item)
-
-    async def next(self) -> RunEvent | Result:
-        """The next event or the final result; raises the run's ``AxonError`` if it failed."""
-        item = await self._queue.get()
-        if isinstance(item, AxonError):
-            raise item
-        return item
 
 
 class WorkerProcess:
@@ -157,21 +91,11 @@ class WorkerProcess:
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.startup_seconds: float | None = None
         self._channel: FrameChannel | None = None
+        self._session: WorkerSession | None = None
         self._proc: asyncio.subprocess.Process | ForkedProcess | None = None
         self.start: Literal["fork", "cold"] = "cold"
         """How the process was started: forked from its agent's zygote, or a new interpreter."""
-        self._runs: dict[int, RunCall] = {}
-        self._run_ids = itertools.count(1)
-        # Every ping that may still be answered: those sent within the heartbeat timeout.
-        self._pings: deque[int] = deque(
-            maxlen=int(supervision.heartbeat_timeout / supervision.heartbeat_interval) + 4
-        )
-        self._last_pong = 0.0
-        self._stalled = 0.0
-        """Seconds the orchestrator's own loop was stalled since the last pong (not counted
-        against the worker's silence)."""
-        self.violations = 0
-        """Protocol violations this worker committed (see :data:`PROTOCOL_BUDGET`)."""
+        self._started = 0.0
         self._stop_requested = False
         self._kill_reason: str | None = None
         self._kill_cause: KillCause | None = None
@@ -182,7 +106,12 @@ class WorkerProcess:
 
     @property
     def in_flight(self) -> int:
-        return len(self._runs)
+        return 0 if self._session is None else self._session.in_flight
+
+    @property
+    def violations(self) -> int:
+        """Protocol violations this worker committed (``axon.pool.session.PROTOCOL_BUDGET``)."""
+        return 0 if self._session is None else self._session.violations
 
     @property
     def serving(self) -> bool:
@@ -193,8 +122,8 @@ class WorkerProcess:
             and self.ready.exception() is None
             and not self._stop_requested
             and not self._gone.is_set()
-            and self._channel is not None
-            and not self._channel.closed
+            and self._session is not None
+            and not self._session.closed
         )
 
     def start_run(
@@ -208,44 +137,15 @@ class WorkerProcess:
     ) -> RunCall:
         """Send a ``run`` frame now (no await: callers rely on it to keep slot counts exact).
         ``trace``: the request span's propagation headers (tracing on), else None.
-
-        The run takes a slot only once its frame is on its way: ``WorkerGone`` (the connection
-        is closed: nothing was sent) and any other failure to send leave no trace of it."""
-        if self._channel is None:
+        ``WorkerGone`` if the worker's connection is closed (nothing was sent)."""
+        if self._session is None:
             raise WorkerGone(self.pid)
-        call = RunCall(next(self._run_ids))
-        frame = Run(
-            id=call.id,
-            prompt=prompt,
-            history=history,
-            conversation_id=conversation_id,
-            timeout=timeout,
-            stream=stream,
-            trace=trace,
-        )
-        try:
-            self._channel.send_nowait(frame)
-        except ChannelClosed:
-            raise WorkerGone(self.pid) from None
-        self._runs[call.id] = call
-        self._on_load()
-        self._check_unread()
-        return call
+        return self._session.start_run(prompt, history, conversation_id, timeout, stream, trace)
 
     def cancel_run(self, call: RunCall) -> None:
         """Ask the worker to cancel ``call``; kill the worker if it has not ended it in time."""
-        if call.done or self._channel is None:
-            return
-        self._send(Cancel(id=call.id))
-        self._spawn_task(self._enforce_cancel(call))
-
-    async def _enforce_cancel(self, call: RunCall) -> None:
-        await asyncio.sleep(self._supervision.cancel_grace)
-        if not call.done and not self._gone.is_set():
-            self.kill(
-                f"run {call.id} ignored cancel for {self._supervision.cancel_grace:g}s",
-                "ignored_cancel",
-            )
+        if self._session is not None:
+            self._session.cancel_run(call)
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -258,7 +158,7 @@ class WorkerProcess:
             worker=self.index,
             generation=self.generation,
         )
-        started = time.perf_counter()
+        self._started = time.perf_counter()
         link: WorkerLink | None = None
         try:
             try:
@@ -270,12 +170,26 @@ class WorkerProcess:
                         await self._proc.wait()
                 return self._spawn_failed(exc)
             self.pid = self._proc.pid if self._proc is not None else None
+            assert self._channel is not None
+            self._session = WorkerSession(
+                self._channel,
+                agent_id=self.spec.id,
+                index=self.index,
+                pid=self.pid,
+                supervision=self._supervision,
+                events=self._events,
+                kill=self.kill,
+                on_ready=self._said_ready,
+                on_capacity=self._on_capacity,
+                on_load=self._on_load,
+                spawn=self._spawn_task,
+            )
             if self._stop_requested:
                 # stop() came while the process was being spawned (a fork can wait for its
                 # zygote): it found no process to stop, so this one must not serve.
                 self.kill("stopped while it was starting")
             try:
-                return await self._supervise(started)
+                return await self._supervise(self._session)
             except asyncio.CancelledError:
                 self._stop_requested = True
                 self.kill("supervisor cancelled")
@@ -374,7 +288,7 @@ class WorkerProcess:
             env=env,
         )
 
-    async def _supervise(self, started: float) -> Exit:
+    async def _supervise(self, session: WorkerSession) -> Exit:
         proc = self._proc
         assert proc is not None
         assert proc.stdout is not None
@@ -382,7 +296,7 @@ class WorkerProcess:
         self._spawn_task(self._pump_output(proc.stdout, "stdout"))
         self._spawn_task(self._pump_output(proc.stderr, "stderr"))
         waiter = asyncio.ensure_future(proc.wait())
-        reader = asyncio.ensure_future(self._read_loop(started))
+        reader = asyncio.ensure_future(session.read())
         startup_timer = asyncio.get_running_loop().call_later(
             self._supervision.startup_timeout, self._startup_overdue
         )
@@ -442,11 +356,8 @@ class WorkerProcess:
             pid=self.pid,
             worker=self.index,
         )
-        crash = self._crash_error(info)
-        for call in self._runs.values():
-            call.done = True
-            call.deliver(crash)
-        self._runs.clear()
+        if self._session is not None:
+            self._session.fail_runs(self._crash_error(info))
         self._fail_ready(StartupFailed(f"worker exited during start-up: {info.describe()}"))
         abnormal = not info.requested and (info.code != 0 or info.signal is not None)
         self._events.emit(
@@ -482,207 +393,22 @@ class WorkerProcess:
             self.ready.set_exception(error)
             self.ready.exception()  # mark retrieved: a start-up failure is reported via exit
 
-    # -- what the worker sends --------------------------------------------------------------
-
-    async def _read_loop(self, started: float) -> None:
-        channel = self._channel
-        assert channel is not None
-        while True:
-            try:
-                frame = await channel.recv()
-            except ChannelClosed:
-                return
-            except FrameTooLarge as exc:
-                self._violation(exc.message)
-                self.kill("unrecoverable frame from worker", "protocol")
-                return
-            except ProtocolError as exc:
-                self._violation(exc.message, answer=exc)
-            else:
-                self._handle(frame, started)
-            if self._kill_reason is not None:
-                return  # killed: what it sent after that is not read
-
-    def _handle(self, frame: Frame, started: float) -> None:
-        match frame:
-            case Pong(seq=seq):
-                if seq in self._pings:
-                    # Pings are answered in order: this one and those before it are done.
-                    while self._pings.popleft() != seq:
-                        pass
-                    self._last_pong = time.monotonic()
-                    self._stalled = 0.0
-                else:
-                    self._violation(f"pong {seq} answers no ping")
-            case Event(id=run_id, event=event):
-                call = self._runs.get(run_id)
-                if call is None:
-                    return  # a late frame of a run we already gave up on: dropped
-                problem = event_problem(event)
-                if problem is not None:
-                    self._reject_run(call, problem)
-                else:
-                    call.deliver(event)
-            case Result(id=run_id):
-                call = self._runs.get(run_id)
-                if call is None:
-                    return
-                problem = result_problem(frame)
-                if problem is not None:
-                    self._reject_run(call, problem)
-                    return
-                self._end_run(call)
-                call.deliver(frame)
-            case Spans(id=run_id):
-                call = self._runs.get(run_id)
-                if call is None or call.on_spans is None:
-                    return
-                try:
-                    records = frame.records()
-                except ValueError as exc:
-                    self._violation(f"spans of run {run_id}: {exc}")
-                    return
-                call.on_spans(records)
-            case Error(id=run_id):
-                self._handle_error(run_id, frame)
-            case Hello(protocol=version) | Ready(protocol=version) if version != PROTOCOL_VERSION:
-                self._violation(f"worker speaks protocol {version}, not {PROTOCOL_VERSION}")
-                self.kill("protocol version mismatch", "protocol")
-            case Hello():
-                pass
-            case Ready() if self.ready.done():
-                self._violation("a second ready frame")
-            case Ready():
-                self.startup_seconds = time.perf_counter() - started
-                self._last_pong = time.monotonic()
-                self.ready.set_result(None)
-                self._events.emit(
-                    "worker.ready",
-                    logging.INFO,
-                    agent=self.spec.id,
-                    worker=self.index,
-                    pid=self.pid,
-                    startup_s=round(self.startup_seconds, 4),
-                    start=self.start,
-                )
-                self._spawn_task(self._heartbeat())
-                self._on_capacity()
-            case _:
-                self._violation(
-                    f"unexpected {type(frame).__name__} frame from worker",
-                    answer=ProtocolError(
-                        f"unexpected frame kind from worker: {type(frame).__name__}"
-                    ),
-                )
-
-    def _handle_error(self, run_id: int | None, frame: Error) -> None:
-        call = self._runs.get(run_id) if run_id is not None else None
-        if run_id is not None and call is None:
-            return  # the end of a run we already gave up on
-        try:
-            payload = frame.payload()
-        except ValueError as exc:
-            if call is not None:
-                self._reject_run(call, f"its error: {exc}")
-            else:
-                self._violation(f"error report: {exc}")
-            return
-        error = AxonError.from_dict(payload)
-        if call is not None:
-            self._end_run(call)
-            call.deliver(error)
-        elif isinstance(error, StartupFailed) and not self.ready.done():
-            self._events.emit(
-                "worker.startup_failed",
-                logging.ERROR,
-                agent=self.spec.id,
-                worker=self.index,
-                pid=self.pid,
-                message=error.message,
-            )
-        else:
-            self._violation(f"worker reported: {error.message}")
-
-    def _end_run(self, call: RunCall) -> None:
-        call.done = True
-        self._runs.pop(call.id, None)
-        self._on_capacity()
-
-    def _reject_run(self, call: RunCall, problem: str) -> None:
-        """What the worker sent for ``call`` breaks the protocol: the run fails (nothing of it
-        is committed), the worker is told to drop it, and the violation counts."""
-        self._end_run(call)
-        call.deliver(ProtocolError(f"worker {self.pid} of agent {self.spec.id!r} sent {problem}"))
-        self._send(Cancel(id=call.id))
-        self._violation(f"run {call.id}: {problem}")
-
-    def _violation(self, message: str, *, answer: ProtocolError | None = None) -> None:
-        """One more protocol violation: logged, answered (if ``answer``) and counted; past the
-        budget the worker is killed, so a worker cannot flood the log or the connection."""
-        self.violations += 1
-        if self.violations > PROTOCOL_BUDGET:
-            self.kill(
-                f"{self.violations} protocol violations (budget {PROTOCOL_BUDGET}); "
-                f"the last: {message}",
-                "protocol",
-            )
-            return
+    def _said_ready(self) -> None:
+        """The worker's ``ready`` arrived: it is RUNNING from now on, and heartbeats start."""
+        assert self._session is not None
+        self.startup_seconds = time.perf_counter() - self._started
+        self.ready.set_result(None)
         self._events.emit(
-            "protocol.error",
-            logging.ERROR,
+            "worker.ready",
+            logging.INFO,
             agent=self.spec.id,
             worker=self.index,
             pid=self.pid,
-            message=message,
+            startup_s=round(self.startup_seconds, 4),
+            start=self.start,
         )
-        if answer is not None:
-            self._send(Error.of(None, answer.to_dict()))
-
-    # -- what we send -----------------------------------------------------------------------
-
-    def _send(self, frame: Frame) -> None:
-        """Queue ``frame`` for the worker (best effort: the worker may be gone)."""
-        if self._channel is None:
-            return
-        with contextlib.suppress(ChannelClosed):
-            self._channel.send_nowait(frame)
-            self._check_unread()
-
-    def _check_unread(self) -> None:
-        assert self._channel is not None
-        unread = self._channel.buffered
-        if unread > MAX_UNREAD:
-            self.kill(f"not reading its connection ({unread} bytes unread)", "unresponsive")
-
-    async def _heartbeat(self) -> None:
-        interval = self._supervision.heartbeat_interval
-        limit = self._supervision.heartbeat_timeout
-        loop = asyncio.get_running_loop()
-        # A worker being stopped is governed by the stop's own timeouts (it may be finishing
-        # long runs); it is not judged as hung.
-        while not self._gone.is_set() and not self._stop_requested:
-            silent = time.monotonic() - self._last_pong - self._stalled
-            if silent > limit:
-                self._events.emit(
-                    "worker.hung",
-                    logging.ERROR,
-                    agent=self.spec.id,
-                    worker=self.index,
-                    pid=self.pid,
-                    silent_s=round(silent, 3),
-                )
-                self.kill(f"hung: no heartbeat for {silent:.1f}s", "hung")
-                return
-            seq = random.getrandbits(62)  # unguessable: only a worker that read the ping answers
-            self._pings.append(seq)
-            self._send(Ping(seq=seq))
-            asleep = loop.time()
-            await asyncio.sleep(interval)
-            # Time this loop was stalled (late to wake us) is time the worker's answer could not
-            # be read: it is not the worker's silence.
-            late = loop.time() - asleep - interval
-            if late > _LAG_TOLERANCE:
-                self._stalled += late
+        self._spawn_task(self._session.heartbeat())
+        self._on_capacity()
 
     async def _pump_output(self, stream: asyncio.StreamReader, name: str) -> None:
         # stderr is where Python puts tracebacks and warnings: an operator wants to see those.
@@ -697,8 +423,8 @@ class WorkerProcess:
 
         await OutputPump(emit, dropped).run(stream)
 
-    def _spawn_task(self, coro: object) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn_task(self, coro: Coroutine[Any, Any, None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -716,6 +442,8 @@ class WorkerProcess:
             return  # gone, or already killed: once is enough
         self._kill_reason = reason
         self._kill_cause = cause
+        if self._session is not None:
+            self._session.condemned = True
         self._events.emit(
             "worker.kill",
             logging.WARNING,
@@ -733,13 +461,15 @@ class WorkerProcess:
         Returns once the process is gone.
         """
         self._stop_requested = True
+        if self._session is not None:
+            self._session.stopping = True
         self._on_capacity()
         timeout = self._supervision.shutdown_timeout if timeout is None else timeout
         proc = self._proc
         if proc is None:
             return
-        if self._channel is not None:
-            self._send(Shutdown(grace=timeout))
+        if self._session is not None:
+            self._session.send(Shutdown(grace=timeout))
         else:
             signal_group(proc.pid, signal.SIGTERM)
         for sig in (signal.SIGTERM, signal.SIGKILL):

@@ -19,7 +19,7 @@ from axon.exits import Exit, KillCause
 from axon.observability.events import EventBus
 
 if TYPE_CHECKING:
-    from axon.pool.process import RunCall
+    from axon.pool.session import RunCall
 
 __all__ = ["Spawner", "WorkerHandle"]
 
