@@ -15,8 +15,8 @@ from collections.abc import Callable, Collection
 from axon._tasks import TaskSet
 from axon.config import AgentSpec, SupervisorSpec
 from axon.observability.events import EventBus
-from axon.pool.session import RunCall
 from axon.router import AgentRouter
+from axon.run_call import RunCall, RunRequest
 from axon.status import AgentStatus
 from axon.supervisor.spawner import Spawner, WorkerHandle
 from axon.supervisor.states import AgentState
@@ -119,18 +119,8 @@ class Agent:
         """``AgentUnavailable`` (with a ``retry_after``) unless a worker is serving."""
         self._router.check_available()
 
-    async def start_run(
-        self,
-        prompt: str,
-        history: bytes,
-        conversation_id: str,
-        timeout: float,
-        stream: bool,
-        trace: dict[str, str] | None = None,
-    ) -> tuple[WorkerHandle, RunCall]:
+    async def start_run(self, request: RunRequest) -> tuple[WorkerHandle, RunCall]:
         """Send the run to the least-loaded serving worker, waiting in the bounded queue for a
         free slot if need be (``Overloaded`` when it is full, ``AgentUnavailable`` when no
         worker serves)."""
-        return await self._router.start_run(
-            prompt, history, conversation_id, timeout, stream, trace
-        )
+        return await self._router.start_run(request)

@@ -15,7 +15,7 @@ import asyncio
 from collections import deque
 
 from axon.errors import AgentUnavailable, Overloaded
-from axon.pool.session import RunCall, WorkerGone
+from axon.run_call import RunCall, RunRequest, WorkerGone
 from axon.supervisor.spawner import WorkerHandle
 from axon.supervisor.supervisor import AgentSupervisor
 
@@ -64,17 +64,8 @@ class AgentRouter:
             retry_after=round(self.supervisor.retry_after(), 3),
         )
 
-    async def start_run(
-        self,
-        prompt: str,
-        history: bytes,
-        conversation_id: str,
-        timeout: float,
-        stream: bool,
-        trace: dict[str, str] | None = None,
-    ) -> tuple[WorkerHandle, RunCall]:
-        """Send the run to a worker, waiting in the queue for a free slot if need be.
-        ``trace``: the request span's propagation headers, for the ``run`` frame."""
+    async def start_run(self, request: RunRequest) -> tuple[WorkerHandle, RunCall]:
+        """Send the run to a worker, waiting in the queue for a free slot if need be."""
         worker = None if self._waiters else self._pick()
         while worker is None:
             if not self.supervisor.workers():
@@ -95,10 +86,10 @@ class AgentRouter:
             self._waiters.remove(waiter)
             worker = self._pick()
         try:
-            call = worker.start_run(prompt, history, conversation_id, timeout, stream, trace)
+            call = worker.start_run(request)
         except WorkerGone:
             # Its connection closed a moment ago and nothing was sent: try another worker.
-            return await self.start_run(prompt, history, conversation_id, timeout, stream, trace)
+            return await self.start_run(request)
         if self._waiters and self._pick() is not None:
             self.notify()
         return worker, call

@@ -59,6 +59,7 @@ from axon.observability.resources import WorkerResources
 from axon.observability.run_telemetry import RunTelemetry
 from axon.pool.spawner import ProcessSpawner
 from axon.protocol import frames
+from axon.run_call import RunRequest
 from axon.status import AgentStatus, Readiness
 from axon.store.base import ConversationInfo, ConversationStore, History, slice_json_array
 from axon.store.group_commit import group_commit_of
@@ -295,12 +296,9 @@ class Axon:
                         )
                     # 4. A worker (waiting in the agent's bounded queue if every slot is busy).
                     worker, call = await agent.start_run(
-                        prompt,
-                        history.messages,
-                        cid,
-                        max(deadline - loop.time(), 0.001),
-                        stream,
-                        telemetry.carrier(),
+                        RunRequest(
+                            prompt, history.messages, cid, deadline, stream, telemetry.carrier()
+                        )
                     )
                 my_turn.on_interrupt(lambda: worker.cancel_run(call))
                 telemetry.routed(worker, call)

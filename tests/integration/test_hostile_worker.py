@@ -31,6 +31,7 @@ from axon import (
     SupervisorSpec,
 )
 from axon.pool.session import PROTOCOL_BUDGET
+from axon.run_call import RunRequest
 from axon.store.memory import InMemoryStore
 from axon.testing import EventLog, wait_until, wait_until_serving, worker_pids
 
@@ -178,9 +179,10 @@ max_history_bytes = 4096
 async def test_a_run_frame_that_cannot_be_sent_takes_no_slot(start_axon: StartAxon) -> None:
     axon = await start_axon(AgentSpec(id="a", agent=MISBEHAVING))
     worker = axon.hosted("a").workers()[0]
+    huge = RunRequest("p", b"[" + b" " * (65 * 2**20) + b"]", "c", deadline=None, stream=False)
     for _ in range(3):
         with pytest.raises(ProtocolError):  # FrameTooLarge: nothing was sent
-            worker.start_run("p", b"[" + b" " * (65 * 2**20) + b"]", "c", 5.0, stream=False)
+            worker.start_run(huge)
     assert worker.in_flight == 0
     assert (await axon.send_message("a", "hi")).output == "echo: hi"
 

@@ -27,6 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
         "axon.config",
         "axon.validation",
         "axon.status",
+        "axon.run_call",
     ),
     # 2. the child side of a worker process
     ("axon.worker",),

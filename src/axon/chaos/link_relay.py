@@ -1,13 +1,14 @@
 """Fault injection on the link between the orchestrator and a worker (like toxiproxy).
 
-Give a :class:`FaultyLinks` to a runtime and every worker talks to the orchestrator through its
-own :class:`LinkRelay`, a relay between the worker's socket and the orchestrator's, on which a
-test (or ``axon chaos``) injects faults while runs go through it::
+Give a :class:`FaultyLinks` to a runtime's spawner and every worker talks to the orchestrator
+through its own :class:`LinkRelay`, a relay between the worker's socket and the orchestrator's,
+on which a test (or ``axon chaos``) injects faults while runs go through it::
 
     from axon.chaos.link_relay import FaultyLinks
+    from axon.chaos.spawner import ChaosSpawner
 
     links = FaultyLinks()
-    async with Axon(specs, worker_links=links) as axon:
+    async with Axon(specs, spawner=ChaosSpawner(links)) as axon:
         relay = links.relay("weather")          # worker 0's current link
         relay.delay(0.05)                       # 50 ms more latency per chunk, each way
         relay.slice(size=7, pause=0.001)        # frames arrive in 7-byte pieces
@@ -185,7 +186,8 @@ class LinkRelay:
 
 
 class FaultyLinks:
-    """A ``worker_links`` for :class:`~axon.Axon`: a :class:`LinkRelay` per worker start."""
+    """The ``links`` of a spawner (:class:`~axon.chaos.spawner.ChaosSpawner`): a
+    :class:`LinkRelay` per worker start."""
 
     def __init__(self) -> None:
         self._current: dict[tuple[str, int], LinkRelay] = {}

@@ -30,7 +30,7 @@ CONVERSATION_ID_PATTERN = CONVERSATION_ID.pattern
 
 class _View(BaseModel):
     """A body read from the runtime's own object (a dataclass of :mod:`axon.status`,
-    :mod:`axon.replies` or :mod:`axon.store.base`) by attribute: ``Body.model_validate(obj)``."""
+    :mod:`axon.stream` or :mod:`axon.store.base`) by attribute: ``Body.model_validate(obj)``."""
 
     model_config = ConfigDict(from_attributes=True)
 

@@ -17,7 +17,7 @@ from axon.observability.events import EventBus
 
 if TYPE_CHECKING:
     from axon.observability.tracing import RunSpan, RunTracer
-    from axon.pool.session import RunCall
+    from axon.run_call import RunCall
     from axon.supervisor.spawner import WorkerHandle
 
 __all__ = ["QUIET_OUTCOMES", "RunTelemetry"]

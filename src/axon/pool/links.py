@@ -2,11 +2,11 @@
 
 A worker's connection to the orchestrator is a socket pair: the orchestrator keeps one end
 (:class:`~axon.pool.process.WorkerProcess`) and the worker process gets the other. A
-:class:`WorkerLinks` given to the runtime (``Axon(..., worker_links=...)``) is asked, at every
-worker start, to take over the worker's end and hand back the socket the worker gets instead: a
-relay between the two that can delay, slice, cut or blackhole the traffic
-(``axon.chaos.link_relay``). This exists for fault injection (``axon chaos``, tests); a runtime
-without one is not affected in any way.
+:class:`WorkerLinks` given to the spawner (``ProcessSpawner(links=...)``, as ``axon chaos``'s
+spawner does) is asked, at every worker start, to take over the worker's end and hand back the
+socket the worker gets instead: a relay between the two that can delay, slice, cut or blackhole
+the traffic (``axon.chaos.link_relay``). This exists for fault injection (``axon chaos``,
+tests); a runtime without one is not affected in any way.
 """
 
 from __future__ import annotations

@@ -48,13 +48,14 @@ from axon.pool.forked import ForkedProcess
 from axon.pool.groups import signal_group
 from axon.pool.links import WorkerLink, WorkerLinks
 from axon.pool.output import OutputPump
-from axon.pool.session import RunCall, WorkerGone, WorkerSession
+from axon.pool.session import WorkerSession
 from axon.protocol.channel import FrameChannel
 from axon.protocol.codec import from_worker
 from axon.protocol.frames import (
     Shutdown,
 )
 from axon.protocol.settings import WorkerSettings
+from axon.run_call import RunCall, RunRequest, WorkerGone
 
 __all__ = ["WorkerProcess"]
 
@@ -126,21 +127,12 @@ class WorkerProcess:
             and not self._session.closed
         )
 
-    def start_run(
-        self,
-        prompt: str,
-        history: bytes,
-        conversation_id: str | None,
-        timeout: float | None,
-        stream: bool,
-        trace: dict[str, str] | None = None,
-    ) -> RunCall:
+    def start_run(self, request: RunRequest) -> RunCall:
         """Send a ``run`` frame now (no await: callers rely on it to keep slot counts exact).
-        ``trace``: the request span's propagation headers (tracing on), else None.
         ``WorkerGone`` if the worker's connection is closed (nothing was sent)."""
         if self._session is None:
             raise WorkerGone(self.pid)
-        return self._session.start_run(prompt, history, conversation_id, timeout, stream, trace)
+        return self._session.start_run(request)
 
     def cancel_run(self, call: RunCall) -> None:
         """Ask the worker to cancel ``call``; kill the worker if it has not ended it in time."""

@@ -51,13 +51,12 @@ from axon.protocol.frames import (
     Ready,
     Result,
     Run,
-    RunEvent,
-    SpanRecord,
     Spans,
 )
 from axon.protocol.payloads import event_problem, result_problem
+from axon.run_call import RunCall, RunRequest, WorkerGone
 
-__all__ = ["MAX_UNREAD", "PROTOCOL_BUDGET", "RunCall", "WorkerGone", "WorkerSession"]
+__all__ = ["MAX_UNREAD", "PROTOCOL_BUDGET", "WorkerSession"]
 
 PROTOCOL_BUDGET = 8
 """Protocol violations a worker may commit; the next one gets it killed (cause ``protocol``)."""
@@ -68,37 +67,6 @@ _LAG_TOLERANCE = 0.1
 """Seconds a heartbeat may wake up late before the lateness counts as the orchestrator's stall."""
 
 Kill = Callable[[str, KillCause | None], None]
-
-
-class WorkerGone(Exception):
-    """The run could not be sent: the worker's connection is already closed. Nothing reached
-    the worker, so the router may safely send the run elsewhere."""
-
-
-class RunCall:
-    """One run in flight on a worker: a stream of events ending in ``Result``."""
-
-    __slots__ = ("_queue", "done", "id", "on_spans", "started")
-
-    def __init__(self, run_id: int) -> None:
-        self.id = run_id
-        self.started = time.perf_counter()
-        self.done = False
-        self.on_spans: Callable[[list[SpanRecord]], None] | None = None
-        """Called with the run's ``spans`` frame (a traced run), as it arrives: before the
-        run's result or error is delivered, or after the caller gave up on the run."""
-        self._queue: asyncio.Queue[RunEvent | Result | AxonError] = asyncio.Queue()
-
-    def deliver(self, item: RunEvent | Result | AxonError) -> None:
-        """Hand the next frame (or the run's error) to whoever awaits ``next()``."""
-        self._queue.put_nowait(item)
-
-    async def next(self) -> RunEvent | Result:
-        """The next event or the final result; raises the run's ``AxonError`` if it failed."""
-        item = await self._queue.get()
-        if isinstance(item, AxonError):
-            raise item
-        return item
 
 
 class WorkerSession:
@@ -163,27 +131,19 @@ class WorkerSession:
     def closed(self) -> bool:
         return self._channel.closed
 
-    def start_run(
-        self,
-        prompt: str,
-        history: bytes,
-        conversation_id: str | None,
-        timeout: float | None,
-        stream: bool,
-        trace: dict[str, str] | None = None,
-    ) -> RunCall:
+    def start_run(self, request: RunRequest) -> RunCall:
         """Send a ``run`` frame now (no await: callers rely on it to keep slot counts exact).
         ``WorkerGone`` if the connection is closed; any other failure to send (the frame too
         large) raises too, and leaves no trace of the run."""
         call = RunCall(next(self._run_ids))
         frame = Run(
             id=call.id,
-            prompt=prompt,
-            history=history,
-            conversation_id=conversation_id,
-            timeout=timeout,
-            stream=stream,
-            trace=trace,
+            prompt=request.prompt,
+            history=request.history,
+            conversation_id=request.conversation_id,
+            timeout=request.time_left(),
+            stream=request.stream,
+            trace=request.trace,
         )
         try:
             self._channel.send_nowait(frame)

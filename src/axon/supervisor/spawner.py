@@ -19,7 +19,7 @@ from axon.exits import Exit, KillCause
 from axon.observability.events import EventBus
 
 if TYPE_CHECKING:
-    from axon.pool.session import RunCall
+    from axon.run_call import RunCall, RunRequest
 
 __all__ = ["Spawner", "WorkerHandle"]
 
@@ -55,15 +55,7 @@ class WorkerHandle(Protocol):
 
     def kill(self, reason: str, cause: KillCause | None = None) -> None: ...
 
-    def start_run(
-        self,
-        prompt: str,
-        history: bytes,
-        conversation_id: str | None,
-        timeout: float | None,
-        stream: bool,
-        trace: dict[str, str] | None = None,
-    ) -> RunCall:
+    def start_run(self, request: RunRequest) -> RunCall:
         """Send it a run now (no await); ``WorkerGone`` if its connection is already closed."""
         ...
 
